@@ -1,0 +1,171 @@
+//! The command line: `serve`, `review`, `mutate`, `check`. Thin: every command ends in
+//! [`crate::review`], the same code path as the server.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::manifests;
+use crate::review::{self, Endpoint};
+use crate::selector::Selector;
+use crate::server::{self, ServeArgs};
+use crate::settings::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, Driver, Settings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "divert-webhook",
+    version,
+    about = "Kubernetes admission webhook for mesh injection and divert routing"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve /mutate and /validate over HTTPS, /metrics /healthz /readyz over HTTP.
+    Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+    /// Answer one AdmissionReview read from stdin (JSON), as the server would.
+    Review {
+        /// Which webhook answers.
+        #[arg(long, value_enum, default_value_t = EndpointArg::Mutate)]
+        endpoint: EndpointArg,
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+    /// Print the manifests of FILE (multi-document YAML, `-` for stdin) as the mutating webhook
+    /// would store them.
+    Mutate {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+    /// List what the validating webhook would deny in FILE; exits 1 if anything is denied.
+    Check {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum EndpointArg {
+    Mutate,
+    Validate,
+}
+
+impl From<EndpointArg> for Endpoint {
+    fn from(e: EndpointArg) -> Self {
+        match e {
+            EndpointArg::Mutate => Endpoint::Mutate,
+            EndpointArg::Validate => Endpoint::Validate,
+        }
+    }
+}
+
+/// The operator's rule settings, shared by every command.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RuleArgs {
+    /// Mesh that routes divert traffic: istio (sidecars + VirtualServices) or nginx (ingress-nginx + Linkerd).
+    #[arg(long, env = "DIVERT_WEBHOOK_DRIVER", value_enum, default_value_t = Driver::Istio)]
+    pub driver: Driver,
+    /// Label selector of managed namespaces (kubectl -l syntax); "" selects every namespace.
+    #[arg(long, env = "DIVERT_WEBHOOK_MANAGED_SELECTOR", default_value = DEFAULT_MANAGED_SELECTOR)]
+    pub managed_selector: Selector,
+    /// Namespaces never mutated, added to the built-in list (comma-separated).
+    #[arg(long, env = "DIVERT_WEBHOOK_PROTECTED_NAMESPACES", value_delimiter = ',')]
+    pub protected_namespaces: Vec<String>,
+    /// The webhook's own namespace (protected); defaults to $POD_NAMESPACE.
+    #[arg(long, env = "DIVERT_WEBHOOK_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Also accept and generate the deprecated `baggage.okteto-divert` header.
+    #[arg(long, env = "DIVERT_WEBHOOK_LEGACY_HEADER")]
+    pub legacy_header: bool,
+    /// Cluster DNS domain used in rewritten destination hosts.
+    #[arg(long, env = "DIVERT_WEBHOOK_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+}
+
+impl RuleArgs {
+    pub fn settings(&self) -> Settings {
+        let own = self.namespace.clone().or_else(|| std::env::var("POD_NAMESPACE").ok());
+        let mut settings =
+            Settings::new(self.driver, self.managed_selector.clone(), own.as_deref(), &self.protected_namespaces);
+        settings.legacy_header = self.legacy_header;
+        settings.cluster_domain = self.cluster_domain.trim_matches('.').to_string();
+        settings
+    }
+}
+
+fn read_input(file: &PathBuf) -> Result<String, String> {
+    if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| format!("reading stdin: {e}"))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))
+    }
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { serve, rules } => {
+            let settings = rules.settings();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            match runtime.block_on(server::serve(serve, settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("divert-webhook: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Review { endpoint, rules } => {
+            let mut body = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut body) {
+                eprintln!("divert-webhook: reading stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            match review::review(endpoint.into(), &body, &rules.settings()) {
+                Ok((answer, _)) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&answer).and_then(|_| out.write_all(b"\n"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("divert-webhook: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Mutate { file, rules } => offline(&file, &rules, manifests::mutate_documents),
+        Command::Check { file, rules } => offline(&file, &rules, manifests::check_documents),
+    }
+}
+
+fn offline(file: &PathBuf, rules: &RuleArgs, run: fn(&str, &Settings) -> manifests::Report) -> ExitCode {
+    let input = match read_input(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("divert-webhook: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = run(&input, &rules.settings());
+    let _ = std::io::stdout().lock().write_all(report.stdout.as_bytes());
+    let mut err = std::io::stderr().lock();
+    for line in &report.stderr {
+        let _ = writeln!(err, "{line}");
+    }
+    if report.failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}

@@ -1,0 +1,14 @@
+//! divert-webhook: a Kubernetes mutating + validating admission webhook that wires namespaces
+//! into the mesh and rewrites routes for divert (see SPEC and README).
+//!
+//! Layout: [`rules`] (pure, one module per kind) ← [`review`] (AdmissionReview in/out) ←
+//! edges: [`server`] (HTTPS + metrics), [`manifests`] (offline `mutate`/`check`).
+
+pub mod cli;
+pub mod manifests;
+pub mod patch;
+pub mod review;
+pub mod rules;
+pub mod selector;
+pub mod server;
+pub mod settings;

@@ -1,0 +1,157 @@
+//! Offline `mutate -f` and `check -f`: multi-document YAML in, the webhook's decisions out.
+//!
+//! Each document goes through [`crate::review::admit`] exactly as the server would handle a
+//! CREATE of it: mutation first, then validation of the mutated object (the apiserver's order).
+//! Field order is kept (serde_json with `preserve_order`); documents the webhook has no rules
+//! for are printed unchanged.
+
+use kube::core::admission::Operation;
+use serde_json::Value;
+
+use crate::review::{Endpoint, admit};
+use crate::rules::Kind;
+use crate::rules::divert::object_ref;
+use crate::settings::Settings;
+
+/// Objects without `metadata.namespace` are taken to be in this one, as kubectl does.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// What a command prints and whether it failed.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub stdout: String,
+    /// Denials, warnings and errors, one line each.
+    pub stderr: Vec<String>,
+    /// Something was denied or could not be read.
+    pub failed: bool,
+}
+
+/// One object after the webhook: mutated copy, warnings and denials.
+struct Processed {
+    object: Value,
+    label: String,
+    warnings: Vec<String>,
+    denials: Vec<String>,
+}
+
+fn process(object: Value, settings: &Settings) -> Result<Processed, String> {
+    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind_name = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let Some(kind) = Kind::from_manifest(api_version, kind_name) else {
+        let label = object_ref(kind_name, "", name);
+        return Ok(Processed { object, label, warnings: Vec::new(), denials: Vec::new() });
+    };
+    let namespace =
+        object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(DEFAULT_NAMESPACE).to_string();
+    let label = object_ref(kind.as_str(), if kind == Kind::Namespace { "" } else { &namespace }, name);
+
+    let mutation = admit(Endpoint::Mutate, kind, &Operation::Create, &namespace, &object, settings);
+    let mut mutated = object;
+    json_patch::patch(&mut mutated, &mutation.patch)
+        .map_err(|e| format!("{label}: the webhook's own patch does not apply: {e}"))?;
+    let validation = admit(Endpoint::Validate, kind, &Operation::Create, &namespace, &mutated, settings);
+    let mut warnings = mutation.warnings;
+    warnings.extend(validation.warnings);
+    let denials = validation.denials.into_iter().map(|d| d.message).collect();
+    Ok(Processed { object: mutated, label, warnings, denials })
+}
+
+/// Parses multi-document YAML; empty documents are skipped; a `kind: List` is expanded.
+fn documents(input: &str) -> Result<Vec<Value>, String> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(input).map_err(|e| format!("cannot read YAML: {e}"))?;
+    let mut out = Vec::with_capacity(docs.len());
+    for doc in docs {
+        match doc {
+            Value::Null => {}
+            Value::Object(ref map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
+                out.extend(map.get("items").and_then(Value::as_array).into_iter().flatten().cloned());
+            }
+            Value::Object(_) => out.push(doc),
+            other => return Err(format!("a YAML document is not a Kubernetes object (found {})", type_name(&other))),
+        }
+    }
+    Ok(out)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+fn run(input: &str, settings: &Settings, print_objects: bool) -> Report {
+    let mut report = Report::default();
+    let docs = match documents(input) {
+        Ok(d) => d,
+        Err(e) => {
+            report.stderr.push(format!("error: {e}"));
+            report.failed = true;
+            return report;
+        }
+    };
+    let mut out = Vec::with_capacity(docs.len());
+    let mut denied = 0;
+    for doc in docs {
+        match process(doc, settings) {
+            Ok(p) => {
+                for w in &p.warnings {
+                    report.stderr.push(format!("warning: {}: {w}", p.label));
+                }
+                for d in &p.denials {
+                    report.stderr.push(format!("denied: {}: {d}", p.label));
+                }
+                if !p.denials.is_empty() {
+                    denied += 1;
+                    report.failed = true;
+                }
+                if print_objects {
+                    out.push(p.object);
+                } else {
+                    let verdict = if p.denials.is_empty() { "allowed" } else { "denied" };
+                    report.stdout.push_str(&format!("{verdict}: {}\n", p.label));
+                }
+            }
+            Err(e) => {
+                report.stderr.push(format!("error: {e}"));
+                report.failed = true;
+            }
+        }
+    }
+    if print_objects {
+        report.stdout = to_yaml(&out);
+    } else if denied > 0 {
+        report.stderr.push(format!("{denied} object(s) denied"));
+    }
+    report
+}
+
+/// Multi-document YAML, `---` between documents.
+pub fn to_yaml(objects: &[Value]) -> String {
+    let mut s = String::new();
+    for (i, object) in objects.iter().enumerate() {
+        if i > 0 {
+            s.push_str("---\n");
+        }
+        s.push_str(&serde_saphyr::to_string(object).expect("JSON values serialise as YAML"));
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// `mutate -f`: the mutated manifests on stdout; warnings and denials on stderr.
+pub fn mutate_documents(input: &str, settings: &Settings) -> Report {
+    run(input, settings, true)
+}
+
+/// `check -f`: a verdict line per object on stdout; denials and warnings on stderr.
+pub fn check_documents(input: &str, settings: &Settings) -> Report {
+    run(input, settings, false)
+}

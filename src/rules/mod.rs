@@ -1,0 +1,125 @@
+//! The rules: pure functions from an admitted object and the operator's [`Settings`] to a
+//! decision. No I/O here; the server, the `review` command and the offline `mutate`/`check`
+//! commands all call [`mutate`] and [`validate`] through [`crate::review::admit`].
+//!
+//! One module per kind. Mutation edits a copy of the raw JSON (never a typed struct, which
+//! would drop fields it does not know); [`crate::patch::diff`] turns the edit into a JSONPatch.
+
+pub mod divert;
+pub mod ingress;
+pub mod namespace;
+pub mod virtual_service;
+
+use serde_json::Value;
+
+use crate::settings::Settings;
+
+/// The kinds divert-webhook has rules for. Everything else is allowed untouched (SPEC §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Namespace,
+    VirtualService,
+    Ingress,
+}
+
+impl Kind {
+    /// The kind an AdmissionReview's `request.kind` names, if divert-webhook handles it.
+    pub fn from_gvk(group: &str, version: &str, kind: &str) -> Option<Kind> {
+        match (group, version, kind) {
+            ("", "v1", "Namespace") => Some(Kind::Namespace),
+            ("networking.istio.io", "v1" | "v1beta1" | "v1alpha3", "VirtualService") => Some(Kind::VirtualService),
+            ("networking.k8s.io", "v1", "Ingress") => Some(Kind::Ingress),
+            _ => None,
+        }
+    }
+
+    /// Same, from a manifest's `apiVersion` and `kind`.
+    pub fn from_manifest(api_version: &str, kind: &str) -> Option<Kind> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        Kind::from_gvk(group, version, kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::VirtualService => "VirtualService",
+            Kind::Ingress => "Ingress",
+        }
+    }
+}
+
+/// The object under admission, as the rules see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    pub kind: Kind,
+    /// The object's namespace (for a Namespace: its own name).
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub object: &'a Value,
+}
+
+/// A reason to reject the object. `reason` is a stable short slug (the metrics label);
+/// `message` names the object, the field and the fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What a rule found besides the edit itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// One short sentence each (SPEC §8: under 120 characters).
+    pub warnings: Vec<String>,
+    pub denials: Vec<Denial>,
+}
+
+impl Findings {
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
+    pub fn deny(&mut self, reason: &'static str, message: impl Into<String>) {
+        self.denials.push(Denial { reason, message: message.into() });
+    }
+}
+
+/// Mutation: edits `object` in place (it starts as a copy of the admitted object) and returns
+/// the warnings. Must be idempotent: mutating the result again changes nothing.
+pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings) -> Vec<String> {
+    let mut findings = Findings::default();
+    match subject.kind {
+        Kind::Namespace => namespace::mutate(subject, object, settings, &mut findings),
+        Kind::VirtualService => virtual_service::mutate(subject, object, settings, &mut findings),
+        Kind::Ingress => ingress::mutate(subject, object, settings, &mut findings),
+    }
+    findings.warnings
+}
+
+/// Validation: denials and warnings for the object as it would be stored.
+pub fn validate(subject: &Subject<'_>, settings: &Settings) -> Findings {
+    let mut findings = Findings::default();
+    match subject.kind {
+        Kind::Namespace => namespace::validate(subject, settings, &mut findings),
+        Kind::VirtualService => virtual_service::validate(subject, settings, &mut findings),
+        Kind::Ingress => ingress::validate(subject, settings, &mut findings),
+    }
+    findings
+}
+
+/// `metadata.labels` / `metadata.annotations` value of `key`, if it is a string.
+pub fn metadata_str<'a>(object: &'a Value, map: &str, key: &str) -> Option<&'a str> {
+    object.get("metadata")?.get(map)?.get(key)?.as_str()
+}
+
+/// The `metadata.<map>` object of `object`, created if absent (or not an object).
+pub fn metadata_map_mut<'a>(object: &'a mut Value, map: &str) -> Option<&'a mut serde_json::Map<String, Value>> {
+    let root = object.as_object_mut()?;
+    let metadata = root.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+    let metadata = metadata.as_object_mut()?;
+    let entry = metadata.entry(map).or_insert_with(|| Value::Object(Default::default()));
+    if !entry.is_object() {
+        return None;
+    }
+    entry.as_object_mut()
+}

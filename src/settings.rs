@@ -1,0 +1,101 @@
+//! What the operator configured: the inputs every rule reads besides the object itself.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::selector::Selector;
+
+/// Which mesh routes divert traffic in this cluster (SPEC §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Driver {
+    /// Istio sidecars + VirtualServices.
+    #[default]
+    Istio,
+    /// ingress-nginx injects the header, Linkerd routes service-to-service.
+    Nginx,
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Driver::Istio => "istio",
+            Driver::Nginx => "nginx",
+        })
+    }
+}
+
+impl FromStr for Driver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "istio" => Ok(Driver::Istio),
+            "nginx" => Ok(Driver::Nginx),
+            other => Err(format!("unknown driver {other:?}: use istio or nginx")),
+        }
+    }
+}
+
+/// Namespaces that are never mutated, whatever their labels (SPEC §2).
+pub const BUILTIN_PROTECTED_NAMESPACES: &[&str] = &[
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "istio-system",
+    "istio-ingress",
+    "linkerd",
+    "linkerd-viz",
+    "cert-manager",
+];
+
+pub const DEFAULT_MANAGED_SELECTOR: &str = "dev.okteto.com/okteto-managed=true";
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// Everything the rules need from the operator. Built once at start; read-only afterwards.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub driver: Driver,
+    pub managed_selector: Selector,
+    /// Built-in list + the webhook's own namespace + `--protected-namespaces`.
+    pub protected_namespaces: BTreeSet<String>,
+    /// Accept the deprecated `baggage.okteto-divert` header (SPEC §2).
+    pub legacy_header: bool,
+    pub cluster_domain: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::new(
+            Driver::Istio,
+            Selector::parse(DEFAULT_MANAGED_SELECTOR).expect("default selector parses"),
+            None,
+            &[],
+        )
+    }
+}
+
+impl Settings {
+    /// `own_namespace` is the webhook's namespace (protected so it can never break itself);
+    /// `extra_protected` extends the built-in list.
+    pub fn new(
+        driver: Driver,
+        managed_selector: Selector,
+        own_namespace: Option<&str>,
+        extra_protected: &[String],
+    ) -> Self {
+        let mut protected: BTreeSet<String> = BUILTIN_PROTECTED_NAMESPACES.iter().map(|s| s.to_string()).collect();
+        protected.extend(own_namespace.filter(|s| !s.is_empty()).map(str::to_string));
+        protected.extend(extra_protected.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));
+        Settings {
+            driver,
+            managed_selector,
+            protected_namespaces: protected,
+            legacy_header: false,
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
+        }
+    }
+
+    pub fn is_protected(&self, namespace: &str) -> bool {
+        self.protected_namespaces.contains(namespace)
+    }
+}
