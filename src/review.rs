@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use base64::Engine as _;
 use json_patch::Patch;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, Status};
@@ -205,6 +206,17 @@ pub fn review(endpoint: Endpoint, body: &[u8], settings: &Settings) -> Result<(V
         warnings: admission.warnings.len(),
         denial_reasons: admission.denials.iter().map(|d| d.reason).collect(),
     };
-    let body = serde_json::to_vec(&response.into_review()).expect("AdmissionReview serialises");
-    Ok((body, summary))
+    Ok((encode_review(response), summary))
+}
+
+/// The answer as the apiserver reads it. kube-core serialises `response.patch` (a `Vec<u8>`) as
+/// an array of numbers (kube-rs issue #1781); the apiserver decodes `[]byte` only from a
+/// base64 string, so the patch is re-encoded here.
+fn encode_review(response: AdmissionResponse) -> Vec<u8> {
+    let patch = response.patch.as_deref().map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
+    let mut review = serde_json::to_value(response.into_review()).expect("AdmissionReview serialises");
+    if let (Some(patch), Some(slot)) = (patch, review.pointer_mut("/response/patch")) {
+        *slot = Value::String(patch);
+    }
+    serde_json::to_vec(&review).expect("AdmissionReview serialises")
 }
