@@ -1,0 +1,28 @@
+//! What happens to an Istio VirtualService (networking.istio.io v1, v1beta1, v1alpha3).
+//!
+//! - In a shared namespace, `divert.okteto.com/<hash>` annotations name developers whose
+//!   traffic is diverted: [`divert_routes`] regenerates the cloned routes (SPEC §4).
+//! - In a developer namespace, `divert.okteto.com/header: <key>` makes every forwarding route
+//!   add the divert baggage member to requests: [`header`] (SPEC §5).
+//! - [`checks`] holds the validation rules (SPEC §7).
+//!
+//! [`annotations`] reads the divert entries; all three use it.
+
+pub mod annotations;
+mod checks;
+mod divert_routes;
+mod header;
+
+use serde_json::Value;
+
+use super::{Findings, Subject};
+use crate::settings::Settings;
+
+pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
+    divert_routes::mutate(subject, object, settings, findings);
+    header::mutate(subject, object, settings, findings);
+}
+
+pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
+    checks::validate(subject, settings, findings);
+}
