@@ -1,0 +1,153 @@
+//! The offline commands, run as a user runs them: the real binary, real files, real exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn divert_webhook(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("POD_NAMESPACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[test]
+fn mutate_prints_the_mutated_manifests_in_their_own_field_order() {
+    let out = divert_webhook(&["mutate", "-f", "deploy/examples/namespaces.yaml"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&stdout).unwrap();
+    assert_eq!(docs.len(), 5, "{stdout}");
+    let by_name = |n: &str| docs.iter().find(|d| d["metadata"]["name"] == n).unwrap().clone();
+    assert_eq!(by_name("staging")["metadata"]["labels"]["istio-injection"], "enabled");
+    assert_eq!(by_name("cindy")["metadata"]["labels"]["istio-injection"], "enabled");
+    assert_eq!(by_name("cindy")["metadata"]["annotations"]["owner"], "cindy@example.com");
+    assert_eq!(by_name("legacy-batch")["metadata"]["labels"]["istio-injection"], "disabled");
+    assert!(by_name("istio-system")["metadata"]["labels"].get("istio-injection").is_none());
+    assert!(by_name("unmanaged")["metadata"].get("labels").is_none());
+    // the label value "true" stays a string, and keys keep the file's order
+    assert!(stdout.contains("dev.okteto.com/okteto-managed: \"true\""), "{stdout}");
+    let cindy = stdout.split("---").find(|d| d.contains("name: cindy")).unwrap();
+    let order: Vec<usize> =
+        ["apiVersion", "kind", "metadata", "name: cindy", "labels", "team: payments", "istio-injection", "annotations"]
+            .iter()
+            .map(|k| cindy.find(k).unwrap_or_else(|| panic!("{k} in {cindy}")))
+            .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{cindy}");
+    // the disabled namespace is reported
+    assert!(text(&out.stderr).contains("warning: Namespace legacy-batch"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn mutate_output_is_a_fixed_point() {
+    let first = divert_webhook(&["mutate", "-f", "deploy/examples/namespaces.yaml"], None);
+    let second = divert_webhook(&["mutate", "-f", "-"], Some(&text(&first.stdout)));
+    assert!(second.status.success());
+    assert_eq!(text(&first.stdout), text(&second.stdout));
+}
+
+#[test]
+fn driver_flag_and_environment_variable_choose_linkerd() {
+    let out = divert_webhook(&["mutate", "-f", "deploy/examples/namespaces.yaml", "--driver", "nginx"], None);
+    assert!(text(&out.stdout).contains("linkerd.io/inject: enabled"));
+    let out = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+        .args(["mutate", "-f", "deploy/examples/namespaces.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("DIVERT_WEBHOOK_DRIVER", "nginx")
+        .output()
+        .unwrap();
+    assert!(text(&out.stdout).contains("linkerd.io/inject: enabled"));
+    assert!(!text(&out.stdout).contains("istio-injection: enabled"));
+}
+
+const CONFLICT: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: fine
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: two-meshes
+  labels:
+    istio-injection: enabled
+  annotations:
+    linkerd.io/inject: enabled
+";
+
+#[test]
+fn check_names_the_conflicting_namespace_and_exits_non_zero() {
+    let out = divert_webhook(&["check", "-f", "-"], Some(CONFLICT));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("denied: Namespace two-meshes:"), "{stderr}");
+    assert!(stderr.contains("istio-injection=enabled") && stderr.contains("linkerd.io/inject=enabled"), "{stderr}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("allowed: Namespace fine") && stdout.contains("denied: Namespace two-meshes"), "{stdout}");
+
+    let ok = divert_webhook(&["check", "-f", "deploy/examples/namespaces.yaml"], None);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+}
+
+#[test]
+fn mutate_reports_denials_of_the_mutated_objects_too() {
+    let out = divert_webhook(&["mutate", "-f", "-"], Some(CONFLICT));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("denied: Namespace two-meshes"));
+}
+
+#[test]
+fn unreadable_input_is_a_clear_error() {
+    let out = divert_webhook(&["mutate", "-f", "-"], Some("a: [unclosed"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("error: cannot read YAML"), "{}", text(&out.stderr));
+    let out = divert_webhook(&["check", "-f", "/nonexistent/file.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/file.yaml"));
+    let out = divert_webhook(&["mutate", "-f", "-"], Some("- just\n- a list\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not a Kubernetes object"));
+}
+
+#[test]
+fn review_answers_an_admission_review_from_stdin() {
+    let fixture =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/namespace-create.json")).unwrap();
+    let out = divert_webhook(&["review"], Some(&fixture));
+    assert!(out.status.success());
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+
+    let out = divert_webhook(&["review", "--endpoint", "validate"], Some(&fixture));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none());
+
+    let out = divert_webhook(&["review"], Some("{\"kind\": \"Pod\"}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("expected apiVersion admission.k8s.io/v1"));
+}
+
+#[test]
+fn bad_selector_flag_is_refused_at_start() {
+    let out =
+        divert_webhook(&["check", "-f", "deploy/examples/namespaces.yaml", "--managed-selector", "env in (a"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("invalid label selector"), "{}", text(&out.stderr));
+}

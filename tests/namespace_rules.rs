@@ -1,0 +1,278 @@
+//! SPEC §3 through the real review path: AdmissionReviews shaped as the apiserver sends them,
+//! answers decoded as the apiserver decodes them, patches applied with json-patch.
+
+mod support;
+
+use divert_webhook::review::{Endpoint, Outcome};
+use divert_webhook::selector::Selector;
+use divert_webhook::settings::{Driver, Settings};
+use serde_json::{Value, json};
+use support::{Answer, ask, namespace, review_of};
+
+fn istio() -> Settings {
+    Settings::default()
+}
+
+fn nginx() -> Settings {
+    Settings::new(Driver::Nginx, Selector::parse("dev.okteto.com/okteto-managed=true").unwrap(), None, &[])
+}
+
+const MANAGED: (&str, &str) = ("dev.okteto.com/okteto-managed", "true");
+
+#[test]
+fn managed_namespace_gets_istio_injection_and_the_result_is_a_fixed_point() {
+    let ns = namespace("cindy", &[MANAGED, ("team", "a")], &[]);
+    let answer = ask(Endpoint::Mutate, &review_of(&ns), &istio());
+    assert_eq!(answer.outcome, Outcome::Patched);
+    assert_eq!(answer.ops(), json!([{"op": "add", "path": "/metadata/labels/istio-injection", "value": "enabled"}]));
+    let patched = answer.apply_to(&ns);
+    assert_eq!(
+        patched["metadata"]["labels"],
+        json!({"dev.okteto.com/okteto-managed": "true", "team": "a", "istio-injection": "enabled"})
+    );
+    // everything else untouched
+    let mut back = patched.clone();
+    back["metadata"]["labels"].as_object_mut().unwrap().remove("istio-injection");
+    assert_eq!(back, ns);
+
+    let again = ask(Endpoint::Mutate, &review_of(&patched), &istio());
+    assert_eq!(again.outcome, Outcome::Allowed);
+    assert!(again.response.get("patch").is_none() && again.response.get("patchType").is_none(), "{}", again.response);
+}
+
+#[test]
+fn labels_map_is_created_when_absent() {
+    // Selector "" manages every namespace, so a namespace without labels is managed.
+    let settings = Settings::new(Driver::Istio, Selector::parse("").unwrap(), None, &[]);
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bare"}});
+    let answer = ask(Endpoint::Mutate, &review_of(&ns), &settings);
+    assert_eq!(
+        answer.ops(),
+        json!([{"op": "add", "path": "/metadata/labels", "value": {"istio-injection": "enabled"}}])
+    );
+    assert_eq!(answer.apply_to(&ns)["metadata"]["labels"], json!({"istio-injection": "enabled"}));
+    // a namespace without metadata at all still gets a clean answer
+    let nothing = json!({"apiVersion": "v1", "kind": "Namespace"});
+    let answer = ask(Endpoint::Mutate, &review_of(&nothing), &settings);
+    assert_eq!(answer.apply_to(&nothing)["metadata"]["labels"]["istio-injection"], "enabled");
+}
+
+#[test]
+fn protected_and_own_namespaces_are_never_mutated() {
+    let settings = Settings::new(
+        Driver::Istio,
+        Selector::parse("dev.okteto.com/okteto-managed=true").unwrap(),
+        Some("divert-system"),
+        &["platform-tools".to_string()],
+    );
+    for name in [
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "istio-system",
+        "istio-ingress",
+        "linkerd",
+        "linkerd-viz",
+        "cert-manager",
+        "divert-system",
+        "platform-tools",
+    ] {
+        let answer = ask(Endpoint::Mutate, &review_of(&namespace(name, &[MANAGED], &[])), &settings);
+        assert_eq!(answer.outcome, Outcome::Allowed, "{name}");
+        assert!(answer.response.get("patch").is_none(), "{name}");
+    }
+    // and the same namespace name unprotected is mutated: the protection is what stopped it
+    let answer = ask(Endpoint::Mutate, &review_of(&namespace("tools", &[MANAGED], &[])), &settings);
+    assert_eq!(answer.outcome, Outcome::Patched);
+}
+
+#[test]
+fn unmanaged_namespaces_get_no_patch() {
+    for labels in [&[][..], &[("dev.okteto.com/okteto-managed", "false")][..], &[("team", "a")][..]] {
+        let answer = ask(Endpoint::Mutate, &review_of(&namespace("shop", labels, &[])), &istio());
+        assert_eq!(answer.outcome, Outcome::Allowed, "{labels:?}");
+    }
+}
+
+#[test]
+fn explicit_injection_choices_are_respected() {
+    let disabled = namespace("batch", &[MANAGED, ("istio-injection", "disabled")], &[]);
+    let answer = ask(Endpoint::Mutate, &review_of(&disabled), &istio());
+    assert_eq!(answer.outcome, Outcome::Allowed);
+    let warnings = answer.warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("istio-injection=disabled") && warnings[0].contains("batch"), "{warnings:?}");
+    assert!(warnings[0].len() < 120);
+
+    let revision = namespace("canary", &[MANAGED, ("istio.io/rev", "1-22")], &[]);
+    let answer = ask(Endpoint::Mutate, &review_of(&revision), &istio());
+    assert_eq!(answer.outcome, Outcome::Allowed);
+    assert!(answer.warnings().is_empty());
+}
+
+#[test]
+fn nginx_driver_adds_the_linkerd_annotation_instead() {
+    let ns = namespace("cindy", &[MANAGED], &[]);
+    let answer = ask(Endpoint::Mutate, &review_of(&ns), &nginx());
+    assert_eq!(
+        answer.ops(),
+        json!([{"op": "add", "path": "/metadata/annotations", "value": {"linkerd.io/inject": "enabled"}}])
+    );
+    let patched = answer.apply_to(&ns);
+    assert!(patched["metadata"]["labels"].get("istio-injection").is_none());
+    assert_eq!(ask(Endpoint::Mutate, &review_of(&patched), &nginx()).outcome, Outcome::Allowed);
+
+    let with_annotations = namespace("cindy", &[MANAGED], &[("owner", "c")]);
+    let answer = ask(Endpoint::Mutate, &review_of(&with_annotations), &nginx());
+    assert_eq!(
+        answer.ops(),
+        json!([{"op": "add", "path": "/metadata/annotations/linkerd.io~1inject", "value": "enabled"}])
+    );
+
+    let disabled = namespace("cindy", &[MANAGED], &[("linkerd.io/inject", "disabled")]);
+    let answer = ask(Endpoint::Mutate, &review_of(&disabled), &nginx());
+    assert_eq!(answer.outcome, Outcome::Allowed);
+    assert!(answer.warnings()[0].contains("linkerd.io/inject=disabled"));
+}
+
+fn denied(ns: &Value, settings: &Settings) -> String {
+    let answer = ask(Endpoint::Validate, &review_of(ns), settings);
+    assert_eq!(answer.outcome, Outcome::Denied, "{ns}");
+    assert_eq!(answer.response["allowed"], false);
+    assert_eq!(answer.response["status"]["code"], 403);
+    let message = answer.response["status"]["message"].as_str().unwrap().to_string();
+    assert!(!message.contains('\n'), "{message}");
+    message
+}
+
+#[test]
+fn both_meshes_on_one_namespace_are_denied_naming_both_markers() {
+    for (labels, annotation, istio_marker) in [
+        (vec![("istio-injection", "enabled")], "enabled", "istio-injection=enabled"),
+        (vec![("istio.io/rev", "stable")], "ingress", "istio.io/rev=stable"),
+    ] {
+        // managed or not: the conflict is denied everywhere
+        for extra in [vec![], vec![MANAGED]] {
+            let mut all = labels.clone();
+            all.extend(extra);
+            let ns = namespace("both", &all, &[("linkerd.io/inject", annotation)]);
+            let message = denied(&ns, &istio());
+            assert!(message.contains("namespace both"), "{message}");
+            assert!(message.contains(istio_marker), "{message}");
+            assert!(message.contains(&format!("linkerd.io/inject={annotation}")), "{message}");
+            assert!(message.contains("remove one"), "{message}");
+        }
+    }
+}
+
+#[test]
+fn the_other_mesh_on_a_managed_namespace_is_denied() {
+    let linkerd = namespace("cindy", &[MANAGED], &[("linkerd.io/inject", "enabled")]);
+    let message = denied(&linkerd, &istio());
+    assert!(message.contains("linkerd.io/inject=enabled") && message.contains("driver is istio"), "{message}");
+    // unmanaged: not our business
+    let unmanaged = namespace("cindy", &[], &[("linkerd.io/inject", "enabled")]);
+    assert_eq!(ask(Endpoint::Validate, &review_of(&unmanaged), &istio()).outcome, Outcome::Allowed);
+    // disabled is not a mesh marker
+    let off = namespace("cindy", &[MANAGED], &[("linkerd.io/inject", "disabled")]);
+    assert_eq!(ask(Endpoint::Validate, &review_of(&off), &istio()).outcome, Outcome::Allowed);
+
+    for label in [("istio-injection", "enabled"), ("istio.io/rev", "canary")] {
+        let istio_ns = namespace("cindy", &[MANAGED, label], &[]);
+        let message = denied(&istio_ns, &nginx());
+        assert!(
+            message.contains(&format!("{}={}", label.0, label.1)) && message.contains("driver is nginx"),
+            "{message}"
+        );
+    }
+    let off = namespace("cindy", &[MANAGED, ("istio-injection", "disabled")], &[]);
+    assert_eq!(ask(Endpoint::Validate, &review_of(&off), &nginx()).outcome, Outcome::Allowed);
+}
+
+#[test]
+fn unknown_marker_values_are_denied_with_the_allowed_values() {
+    let message = denied(&namespace("a", &[("istio-injection", "true")], &[]), &istio());
+    assert!(message.contains("istio-injection=\"true\"") && message.contains("enabled or disabled"), "{message}");
+    let message = denied(&namespace("a", &[], &[("linkerd.io/inject", "yes")]), &istio());
+    assert!(
+        message.contains("linkerd.io/inject=\"yes\"") && message.contains("enabled, disabled or ingress"),
+        "{message}"
+    );
+    let message = denied(&namespace("a", &[("istio-injection", "enabled"), ("istio.io/rev", "canary")], &[]), &istio());
+    assert!(message.contains("istio-injection=enabled") && message.contains("istio.io/rev=canary"), "{message}");
+}
+
+#[test]
+fn well_formed_namespaces_pass_validation() {
+    for ns in [
+        namespace("a", &[], &[]),
+        namespace("a", &[MANAGED], &[]),
+        namespace("a", &[MANAGED, ("istio-injection", "enabled")], &[]),
+        namespace("a", &[MANAGED, ("istio-injection", "disabled")], &[("linkerd.io/inject", "disabled")]),
+        namespace("a", &[("istio.io/rev", "canary")], &[]),
+        namespace("a", &[], &[("linkerd.io/inject", "ingress")]),
+    ] {
+        let answer = ask(Endpoint::Validate, &review_of(&ns), &istio());
+        assert_eq!(answer.outcome, Outcome::Allowed, "{ns}");
+        assert_eq!(answer.response["allowed"], true);
+    }
+}
+
+#[test]
+fn answers_echo_the_uid_and_dry_run_gets_the_same_answer() {
+    let ns = namespace("cindy", &[MANAGED], &[]);
+    for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
+        let mut review = review_of(&ns);
+        review["request"]["uid"] = json!("11111111-2222-3333-4444-555555555555");
+        let wet = ask(endpoint, &review, &istio());
+        review["request"]["dryRun"] = json!(true);
+        let dry = ask(endpoint, &review, &istio());
+        assert_eq!(wet.response["uid"], "11111111-2222-3333-4444-555555555555");
+        assert_eq!(wet.response, dry.response);
+    }
+}
+
+#[test]
+fn delete_and_connect_are_allowed_without_a_patch() {
+    let ns = namespace("both", &[MANAGED, ("istio-injection", "enabled")], &[("linkerd.io/inject", "enabled")]);
+    for op in ["DELETE", "CONNECT"] {
+        for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
+            let mut review = review_of(&ns);
+            review["request"]["operation"] = json!(op);
+            let answer = ask(endpoint, &review, &istio());
+            assert_eq!(answer.outcome, Outcome::Allowed, "{op}");
+        }
+    }
+}
+
+#[test]
+fn update_is_handled_like_create() {
+    let ns = namespace("cindy", &[MANAGED], &[]);
+    let mut review = review_of(&ns);
+    review["request"]["operation"] = json!("UPDATE");
+    review["request"]["oldObject"] = namespace("cindy", &[], &[]);
+    assert_eq!(ask(Endpoint::Mutate, &review, &istio()).outcome, Outcome::Patched);
+}
+
+/// Every Namespace of the corpus, as a managed namespace under both drivers: the patch only adds
+/// the marker, the result is a fixed point, and nothing the manifest held is lost.
+#[test]
+fn corpus_namespaces_keep_every_field() {
+    let everything = Settings::new(Driver::Istio, Selector::parse("").unwrap(), None, &[]);
+    let everything_nginx = Settings::new(Driver::Nginx, Selector::parse("").unwrap(), None, &[]);
+    let docs = support::corpus_objects("namespaces", "Namespace");
+    assert!(docs.len() >= 39, "corpus has {} namespaces", docs.len());
+    for (file, ns) in docs {
+        for settings in [&everything, &everything_nginx] {
+            let answer = ask(Endpoint::Mutate, &review_of(&ns), settings);
+            let patched = answer.apply_to(&ns);
+            support::assert_contains(&ns, &patched, &file);
+            for op in answer.ops().as_array().unwrap() {
+                assert_eq!(op["op"], "add", "{file}: {op}");
+            }
+            let again = ask(Endpoint::Mutate, &review_of(&patched), settings);
+            assert_eq!(again.outcome, Outcome::Allowed, "{file}: second pass {}", again.ops());
+            let _: Answer = again;
+        }
+    }
+}
