@@ -93,8 +93,8 @@ impl Check<'_> {
                 && !is_entry_key(key);
             if ignored && looks_like_entry(value) {
                 self.findings.warn(short_warning(
-                    format!("annotation {key} is ignored: a divert entry key is {ANNOTATION_PREFIX}<40 hex digits>"),
-                    "a divert.okteto.com/ annotation is ignored: a divert entry key is divert.okteto.com/<40 hex digits>",
+                    format!("annotation {key} is not a divert entry key and is ignored"),
+                    "an annotation divert.okteto.com/... is not a divert entry key and is ignored",
                 ));
             }
         }
@@ -206,7 +206,7 @@ impl Check<'_> {
             n => format!(" (+{} more)", n - 1),
         };
         let warning = short_warning(
-            format!("{first}{more}: legacy header {LEGACY_HEADER} is deprecated and off here; use {BAGGAGE_HEADER}"),
+            format!("{first}{more}: legacy header, deprecated and off here; use {BAGGAGE_HEADER}"),
             format!("legacy header {LEGACY_HEADER} is deprecated and off in this cluster; use {BAGGAGE_HEADER}"),
         );
         self.findings.warn(warning);
