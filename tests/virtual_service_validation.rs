@@ -135,6 +135,17 @@ fn annotation_that_looks_like_an_entry_but_is_ignored_gets_a_warning() {
     assert!(allowed(&vs, &Settings::default()).warnings().is_empty());
 }
 
+#[test]
+fn an_object_without_a_name_yet_is_named_by_its_generate_name() {
+    let mut vs = virtual_service(json!({"divert.okteto.com/header": "Cindy"}), json!([route(json!({}))]));
+    let metadata = vs["metadata"].as_object_mut().unwrap();
+    metadata.remove("name");
+    metadata.insert("generateName".into(), json!("api-"));
+    let answer = validate(&vs, &Settings::default());
+    let message = answer.response["status"]["message"].as_str().unwrap();
+    assert!(message.starts_with("VirtualService staging/api-*: metadata.annotations["), "{message}");
+}
+
 // --- wrong header forms (SPEC §2) -------------------------------------------------------------
 
 const USE_BAGGAGE: &str = "use the baggage header with the member okteto-divert=<namespace>";

@@ -34,11 +34,15 @@ pub const INVALID_REGEX: &str = "invalid-regex";
 const MAX_WARNING_CHARS: usize = 119;
 
 pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
-    let mut check = Check {
-        object: object_ref(subject.kind.as_str(), subject.namespace, subject.name),
-        findings,
-        legacy_uses: Vec::new(),
+    // On CREATE with generateName the apiserver has not picked the name yet.
+    let generated_name =
+        subject.object.pointer("/metadata/generateName").and_then(Value::as_str).map(|g| format!("{g}*"));
+    let name = match (subject.name, &generated_name) {
+        ("", Some(generated)) => generated.as_str(),
+        (name, _) => name,
     };
+    let mut check =
+        Check { object: object_ref(subject.kind.as_str(), subject.namespace, name), findings, legacy_uses: Vec::new() };
     check.annotations(subject);
     let http = subject.object.pointer("/spec/http").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for (i, route) in http.iter().enumerate() {

@@ -94,7 +94,7 @@ fn rewrite_re2_only_syntax(pattern: &str) -> String {
                     i += 1 + digits;
                     continue;
                 }
-                out.push_str("\\");
+                out.push('\\');
                 i += 1;
                 continue;
             }
@@ -251,7 +251,7 @@ impl ast::Visitor for Re2Only {
                     return Err(("RE2 allows repetition counts up to 1000", repetition.op.span));
                 }
                 let budget = *self.budgets.last().expect("root budget");
-                let budget = if count > 0 { budget / count } else { budget };
+                let budget = budget.checked_div(count).unwrap_or(budget);
                 if budget == 0 {
                     return Err(("nested repetition counts multiply past RE2's limit of 1000", repetition.op.span));
                 }
