@@ -273,6 +273,13 @@ fn regexes_re2_rejects_are_denied() {
         let message = denied(&vs, &Settings::default(), &format!("spec.http[0].match[1].{field}"), RE2);
         assert!(message.contains(why) && message.contains("is not valid RE2"), "{message}");
     }
+    let rewrite = route(json!({"rewrite": {"uriRegexRewrite": {"match": "^/v1/(.*)(?<=x)$", "rewrite": "/\\1"}}}));
+    denied(
+        &virtual_service(json!({}), json!([rewrite])),
+        &Settings::default(),
+        "spec.http[0].rewrite.uriRegexRewrite.match",
+        RE2,
+    );
     let cors = route(json!({"corsPolicy": {"allowOrigins": [{"exact": "https://a"}, {"regex": "https://(?=x)"}]}}));
     denied(
         &virtual_service(json!({}), json!([cors])),
@@ -314,6 +321,7 @@ fn valid_re2_regexes_pass() {
             "queryParams": {"id": {"regex": "[0-9]{1,1000}"}},
         }],
         "corsPolicy": {"allowOrigins": [{"regex": r"https://.*\.example\.com"}]},
+        "rewrite": {"uriRegexRewrite": {"match": "^/v1/(.*)$", "rewrite": r"/v2/\1"}},
     }))]);
     allowed(&virtual_service(json!({}), http), &Settings::default());
 }
@@ -438,18 +446,18 @@ fn every_corpus_regex_is_checked_and_passes() {
     assert!(checked >= 10, "only {checked} corpus regexes");
 }
 
-/// Appends a look-ahead to every `regex` string under `node`, collecting their paths in the
-/// messages' notation.
+/// Appends a look-ahead to every regex (`regex`, `uriRegexRewrite.match`) under `node`,
+/// collecting their paths in the messages' notation.
 fn poison_regexes(node: &mut Value, path: &mut String, fields: &mut Vec<String>) {
     let len = path.len();
     match node {
         Value::Object(map) => {
             for (key, value) in map.iter_mut() {
-                if key == "regex"
+                if (key == "regex" || path.ends_with(".uriRegexRewrite") && key == "match")
                     && let Value::String(s) = value
                 {
                     s.push_str("(?=x)");
-                    fields.push(format!("{path}.regex"));
+                    fields.push(format!("{path}.{key}"));
                     continue;
                 }
                 path.push('.');

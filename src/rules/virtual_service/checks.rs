@@ -8,7 +8,8 @@
 //!   each destination);
 //! - regexes RE2 would reject, or longer than 1024 bytes (istiod's limit), in any `StringMatch` of an http
 //!   route (`uri`, `scheme`, `method`, `authority`, `headers`, `withoutHeaders`, `queryParams`,
-//!   `corsPolicy.allowOrigins`): Envoy compiles all of them with RE2.
+//!   `corsPolicy.allowOrigins`) and in `rewrite.uriRegexRewrite.match`: Envoy compiles all of
+//!   them with RE2 (and istiod checks them all).
 //!
 //! Warned: the legacy header `baggage.okteto-divert` while `--legacy-header` is off, and a
 //! `divert.okteto.com/...` annotation that looks like a divert entry but whose key is not one.
@@ -134,6 +135,9 @@ impl Check<'_> {
         for (k, destination) in array(route, "route").iter().enumerate() {
             self.header_operations(destination, &format!("{path}.route[{k}].headers"));
         }
+        if let Some(pattern) = route.pointer("/rewrite/uriRegexRewrite/match").and_then(Value::as_str) {
+            self.pattern(pattern, &format!("{path}.rewrite.uriRegexRewrite.match"));
+        }
         if let Some(cors) = route.get("corsPolicy") {
             for (k, origin) in array(cors, "allowOrigins").iter().enumerate() {
                 self.regex(origin, &format!("{path}.corsPolicy.allowOrigins[{k}]"));
@@ -179,13 +183,18 @@ impl Check<'_> {
 
     /// The `regex` of a `StringMatch` at `path`, if it has one.
     fn regex(&mut self, string_match: &Value, path: &str) {
-        let Some(pattern) = string_match.get("regex").and_then(Value::as_str) else { return };
-        let field = format!("{path}.regex");
+        if let Some(pattern) = string_match.get("regex").and_then(Value::as_str) {
+            self.pattern(pattern, &format!("{path}.regex"));
+        }
+    }
+
+    /// An RE2 pattern at `field`.
+    fn pattern(&mut self, pattern: &str, field: &str) {
         match regex_check::problem(pattern) {
             None => {}
             Some(RegexProblem::TooLong(bytes)) => self.deny(
                 INVALID_REGEX,
-                &field,
+                field,
                 format!(
                     "the regex is {bytes} bytes long, Istio accepts at most {MAX_REGEX_BYTES}; \
                      shorten it or split the match into several match entries"
@@ -193,7 +202,7 @@ impl Check<'_> {
             ),
             Some(RegexProblem::NotRe2(reason)) => self.deny(
                 INVALID_REGEX,
-                &field,
+                field,
                 format!(
                     "regex {} is not valid RE2, which Envoy uses ({reason}); \
                      rewrite it in RE2 syntax: https://github.com/google/re2/wiki/Syntax",
