@@ -410,6 +410,22 @@ fn what_mutation_generates_passes_validation() {
     }
 }
 
+#[test]
+fn fields_of_the_wrong_type_get_an_answer_not_a_panic() {
+    // The apiserver checks the CRD schema; offline `check` does not. Either way: an answer.
+    for http in [
+        json!("not a list"),
+        json!([1, null, {"match": 5}, {"match": [7, {"headers": [1]}, {"uri": "x"}, {"headers": {"baggage": 3}}]}]),
+        json!([{"headers": {"request": [1], "response": {"set": 2, "remove": [3, null]}}, "route": {"a": 1}}]),
+        json!([{"route": [5, {"headers": {"request": {"add": {"baggage": 7}}}}], "corsPolicy": {"allowOrigins": 1}}]),
+        json!([{"match": [{"uri": {"regex": 5}}], "rewrite": {"uriRegexRewrite": "x"}}]),
+    ] {
+        allowed(&virtual_service(json!({}), http), &Settings::default());
+    }
+    let vs = virtual_service(json!({"divert.okteto.com/header": 5}), json!([]));
+    denied(&vs, &Settings::default(), "metadata.annotations[\"divert.okteto.com/header\"]", "not a string");
+}
+
 // --- the corpus -------------------------------------------------------------------------------
 
 #[test]

@@ -281,6 +281,17 @@ impl ast::Visitor for Re2Only {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any input gets an answer, and a reason is one line.
+        #[test]
+        fn never_panics_and_reasons_stay_one_line(pattern in r"[\\\[\](){}?*+^$|.:&~<=!QEpPux0-9a-c\n-]{0,24}|\PC{0,16}") {
+            if let Some(RegexProblem::NotRe2(reason)) = problem(&pattern) {
+                prop_assert!(!reason.contains('\n'), "{}", reason);
+            }
+        }
+    }
 
     fn not_re2(pattern: &str) -> String {
         match problem(pattern) {
