@@ -222,7 +222,7 @@ impl ast::Visitor for Re2Only {
                     | WordBoundaryEndAngle
                     | WordBoundaryStartHalf
                     | WordBoundaryEndHalf => {
-                        Err(("RE2 has no \\<, \\> or \\b{...} word boundaries (use \\b)", assertion.span))
+                        Err(("RE2 has no \\<, \\> or \\b{...} word boundaries, only \\b", assertion.span))
                     }
                     _ => Ok(()),
                 }
@@ -341,6 +341,8 @@ mod tests {
             ("(ab", "unclosed group", "\"(\""),
             ("a**", "repetition right after another", "\"*\""),
             ("a{2}{3}", "repetition right after another", "\"{3}\""),
+            ("a++", "repetition right after another", "\"+\""),
+            ("a*{2}", "repetition right after another", "\"{2}\""),
             ("a{1001}", "up to 1000", "\"{1001}\""),
             ("(a{100}){11}", "multiply past", "\"{100}\""),
             ("(?x)a b", "flags i, m, s and U", "\"x\""),
