@@ -1,6 +1,301 @@
-//! SPEC §7: validation of VirtualServices. (Being built: issue 3.)
+//! SPEC §7: validation of VirtualServices.
+//!
+//! Denied, each with a message naming the object, the field and the fix:
+//! - divert annotations that cannot be used ([`annotations::entries`] says why; a
+//!   `divert.okteto.com/header` value that is not a namespace name);
+//! - the wrong header forms of SPEC §2 in any http header match (`headers`, `withoutHeaders`) or
+//!   header operation (`headers.request`/`response` `set`/`add`/`remove`, on the route and on
+//!   each destination);
+//! - regexes RE2 would reject, or longer than 1024 bytes (istiod's limit), in any `StringMatch` of an http
+//!   route (`uri`, `scheme`, `method`, `authority`, `headers`, `withoutHeaders`, `queryParams`,
+//!   `corsPolicy.allowOrigins`) and in `rewrite.uriRegexRewrite.match`: Envoy compiles all of
+//!   them with RE2 (and istiod checks them all).
+//!
+//! Warned: the legacy header `baggage.okteto-divert` while `--legacy-header` is off, and a
+//! `divert.okteto.com/...` annotation that looks like a divert entry but whose key is not one.
+//!
+//! Generated `okteto-divert-*` routes are checked like any other: they must pass.
 
+use serde_json::{Map, Value};
+
+use super::annotations::{self, is_entry_key};
+use super::regex_check::{self, MAX_REGEX_BYTES, RegexProblem};
+use crate::rules::divert::{
+    ANNOTATION_PREFIX, BAGGAGE_HEADER, HEADER_ANNOTATION, LEGACY_HEADER, NAMESPACE_ANNOTATION, check_divert_key,
+    object_ref, wrong_baggage_value, wrong_header_name,
+};
 use crate::rules::{Findings, Subject};
 use crate::settings::Settings;
 
-pub fn validate(_subject: &Subject<'_>, _settings: &Settings, _findings: &mut Findings) {}
+pub const INVALID_DIVERT_ANNOTATION: &str = "invalid-divert-annotation";
+pub const WRONG_HEADER_FORM: &str = "wrong-header-form";
+pub const INVALID_REGEX: &str = "invalid-regex";
+
+/// SPEC §8: warnings stay under 120 characters.
+const MAX_WARNING_CHARS: usize = 119;
+
+pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
+    // On CREATE with generateName the apiserver has not picked the name yet.
+    let generated_name =
+        subject.object.pointer("/metadata/generateName").and_then(Value::as_str).map(|g| format!("{g}*"));
+    let name = match (subject.name, &generated_name) {
+        ("", Some(generated)) => generated.as_str(),
+        (name, _) => name,
+    };
+    let mut check =
+        Check { object: object_ref(subject.kind.as_str(), subject.namespace, name), findings, legacy_uses: Vec::new() };
+    check.annotations(subject);
+    let http = subject.object.pointer("/spec/http").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    for (i, route) in http.iter().enumerate() {
+        check.http_route(route, &format!("spec.http[{i}]"));
+    }
+    if !settings.legacy_header {
+        check.warn_legacy_uses();
+    }
+}
+
+/// One object's validation: where messages go, and what was seen along the way.
+struct Check<'a> {
+    /// "VirtualService staging/reviews"
+    object: String,
+    findings: &'a mut Findings,
+    /// Fields that name the legacy header, in document order.
+    legacy_uses: Vec<String>,
+}
+
+impl Check<'_> {
+    fn deny(&mut self, reason: &'static str, field: &str, message: impl AsRef<str>) {
+        let message = format!("{}: {field}: {}", self.object, message.as_ref());
+        self.findings.deny(reason, message);
+    }
+
+    fn annotations(&mut self, subject: &Subject<'_>) {
+        for entry in annotations::entries(subject.object, subject.namespace) {
+            if let Err(e) = entry {
+                self.deny(INVALID_DIVERT_ANNOTATION, &annotation_field(&e.annotation), &e.message);
+            }
+        }
+        let Some(annotations) = subject.object.pointer("/metadata/annotations").and_then(Value::as_object) else {
+            return;
+        };
+        if let Some(value) = annotations.get(HEADER_ANNOTATION) {
+            let problem = match value.as_str() {
+                Some(key) => check_divert_key(key).err(),
+                None => Some(format!("the value is {value}, not a string")),
+            };
+            if let Some(problem) = problem {
+                self.deny(
+                    INVALID_DIVERT_ANNOTATION,
+                    &annotation_field(HEADER_ANNOTATION),
+                    format!("{problem}; set it to the developer namespace whose divert key the routes carry"),
+                );
+            }
+        }
+        for (key, value) in annotations {
+            let ignored = key.starts_with(ANNOTATION_PREFIX)
+                && key != HEADER_ANNOTATION
+                && key != NAMESPACE_ANNOTATION
+                && !is_entry_key(key);
+            if ignored && looks_like_entry(value) {
+                self.findings.warn(short_warning(
+                    format!("annotation {key} is not a divert entry key and is ignored"),
+                    "an annotation divert.okteto.com/... is not a divert entry key and is ignored",
+                ));
+            }
+        }
+    }
+
+    fn http_route(&mut self, route: &Value, path: &str) {
+        for (j, entry) in array(route, "match").iter().enumerate() {
+            let path = format!("{path}.match[{j}]");
+            for field in ["uri", "scheme", "method", "authority"] {
+                if let Some(string_match) = entry.get(field) {
+                    self.regex(string_match, &format!("{path}.{field}"));
+                }
+            }
+            for map in ["headers", "withoutHeaders"] {
+                for (name, string_match) in object(entry, map) {
+                    let field = format!("{path}.{map}{}", segment(name));
+                    self.header_name(name, &field);
+                    if name.eq_ignore_ascii_case(BAGGAGE_HEADER) {
+                        for form in ["exact", "prefix", "regex"] {
+                            if let Some(value) = string_match.get(form).and_then(Value::as_str) {
+                                self.baggage_value(value, &format!("{field}.{form}"));
+                            }
+                        }
+                    }
+                    self.regex(string_match, &field);
+                }
+            }
+            for (name, string_match) in object(entry, "queryParams") {
+                self.regex(string_match, &format!("{path}.queryParams{}", segment(name)));
+            }
+        }
+        self.header_operations(route, &format!("{path}.headers"));
+        for (k, destination) in array(route, "route").iter().enumerate() {
+            self.header_operations(destination, &format!("{path}.route[{k}].headers"));
+        }
+        if let Some(pattern) = route.pointer("/rewrite/uriRegexRewrite/match").and_then(Value::as_str) {
+            self.pattern(pattern, &format!("{path}.rewrite.uriRegexRewrite.match"));
+        }
+        if let Some(cors) = route.get("corsPolicy") {
+            for (k, origin) in array(cors, "allowOrigins").iter().enumerate() {
+                self.regex(origin, &format!("{path}.corsPolicy.allowOrigins[{k}]"));
+            }
+        }
+    }
+
+    /// `headers.request` / `headers.response` of `owner` (a route or a destination).
+    fn header_operations(&mut self, owner: &Value, path: &str) {
+        let Some(headers) = owner.get("headers") else { return };
+        for direction in ["request", "response"] {
+            let Some(operations) = headers.get(direction) else { continue };
+            for operation in ["set", "add"] {
+                for (name, value) in object(operations, operation) {
+                    let field = format!("{path}.{direction}.{operation}{}", segment(name));
+                    self.header_name(name, &field);
+                    if let (true, Some(value)) = (name.eq_ignore_ascii_case(BAGGAGE_HEADER), value.as_str()) {
+                        self.baggage_value(value, &field);
+                    }
+                }
+            }
+            for (k, name) in array(operations, "remove").iter().enumerate() {
+                if let Some(name) = name.as_str() {
+                    self.header_name(name, &format!("{path}.{direction}.remove[{k}]"));
+                }
+            }
+        }
+    }
+
+    fn header_name(&mut self, name: &str, field: &str) {
+        if let Some(problem) = wrong_header_name(name) {
+            self.deny(WRONG_HEADER_FORM, field, problem);
+        } else if name.eq_ignore_ascii_case(LEGACY_HEADER) {
+            self.legacy_uses.push(field.to_string());
+        }
+    }
+
+    fn baggage_value(&mut self, value: &str, field: &str) {
+        if let Some(problem) = wrong_baggage_value(value) {
+            self.deny(WRONG_HEADER_FORM, field, problem);
+        }
+    }
+
+    /// The `regex` of a `StringMatch` at `path`, if it has one.
+    fn regex(&mut self, string_match: &Value, path: &str) {
+        if let Some(pattern) = string_match.get("regex").and_then(Value::as_str) {
+            self.pattern(pattern, &format!("{path}.regex"));
+        }
+    }
+
+    /// An RE2 pattern at `field`.
+    fn pattern(&mut self, pattern: &str, field: &str) {
+        match regex_check::problem(pattern) {
+            None => {}
+            Some(RegexProblem::TooLong(bytes)) => self.deny(
+                INVALID_REGEX,
+                field,
+                format!(
+                    "the regex is {bytes} bytes long, Istio accepts at most {MAX_REGEX_BYTES}; \
+                     shorten it or split the match into several match entries"
+                ),
+            ),
+            Some(RegexProblem::NotRe2(reason)) => self.deny(
+                INVALID_REGEX,
+                field,
+                format!(
+                    "regex {} is not valid RE2, which Envoy uses ({reason}); \
+                     rewrite it in RE2 syntax: https://github.com/google/re2/wiki/Syntax",
+                    quoted_excerpt(pattern)
+                ),
+            ),
+        }
+    }
+
+    fn warn_legacy_uses(&mut self) {
+        let Some(first) = self.legacy_uses.first() else { return };
+        let more = match self.legacy_uses.len() {
+            1 => String::new(),
+            n => format!(" (+{} more)", n - 1),
+        };
+        let warning = short_warning(
+            format!("{first}{more}: legacy header, deprecated and off here; use {BAGGAGE_HEADER}"),
+            format!("legacy header {LEGACY_HEADER} is deprecated and off in this cluster; use {BAGGAGE_HEADER}"),
+        );
+        self.findings.warn(warning);
+    }
+}
+
+/// `metadata.annotations["divert.okteto.com/…"]`
+fn annotation_field(annotation: &str) -> String {
+    format!("metadata.annotations[{annotation:?}]")
+}
+
+/// A map key as a path segment: `.x-user` when that reads unambiguously, else `["a b"]`.
+fn segment(key: &str) -> String {
+    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        format!(".{key}")
+    } else {
+        format!("[{key:?}]")
+    }
+}
+
+/// A pattern in a message: quoted (so it stays one line), shortened past 80 characters.
+fn quoted_excerpt(pattern: &str) -> String {
+    if pattern.chars().count() <= 80 {
+        format!("{pattern:?}")
+    } else {
+        format!("{:?}...", pattern.chars().take(80).collect::<String>())
+    }
+}
+
+/// `detailed` if it is short enough for a warning, else `fallback`.
+fn short_warning(detailed: String, fallback: impl Into<String>) -> String {
+    if detailed.chars().count() <= MAX_WARNING_CHARS && !detailed.contains('\n') { detailed } else { fallback.into() }
+}
+
+/// Is this annotation value a JSON object with a `namespace`: meant as a divert entry?
+fn looks_like_entry(value: &Value) -> bool {
+    value
+        .as_str()
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .is_some_and(|parsed| parsed.get("namespace").is_some())
+}
+
+/// `owner[key]` as a list; anything else (absent, wrong type: the CRD schema's job) is empty.
+fn array<'v>(owner: &'v Value, key: &str) -> &'v [Value] {
+    owner.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
+}
+
+/// `owner[key]` as a map, likewise.
+fn object<'v>(owner: &'v Value, key: &str) -> impl Iterator<Item = (&'v String, &'v Value)> {
+    owner.get(key).and_then(Value::as_object).into_iter().flat_map(Map::iter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_read_unambiguously() {
+        assert_eq!(segment("x-user"), ".x-user");
+        assert_eq!(segment("baggage.okteto-divert"), ".baggage.okteto-divert");
+        assert_eq!(segment("a b"), "[\"a b\"]");
+        assert_eq!(segment("a\nb"), "[\"a\\nb\"]");
+        assert_eq!(segment(""), "[\"\"]");
+    }
+
+    #[test]
+    fn warnings_stay_short() {
+        let long = "x".repeat(200);
+        assert_eq!(short_warning(long, "short"), "short");
+        assert_eq!(short_warning("fine".into(), "short"), "fine");
+    }
+
+    #[test]
+    fn entry_lookalikes() {
+        assert!(looks_like_entry(&Value::from(r#"{"namespace":"cindy"}"#)));
+        assert!(!looks_like_entry(&Value::from("cindy")));
+        assert!(!looks_like_entry(&Value::from(r#"{"other":1}"#)));
+    }
+}

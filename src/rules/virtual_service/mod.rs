@@ -12,6 +12,7 @@ pub mod annotations;
 mod checks;
 mod divert_routes;
 mod header;
+mod regex_check;
 
 use serde_json::Value;
 
