@@ -43,16 +43,14 @@ pub fn ingress(annotations: Value) -> Value {
 
 /// The body the apiserver POSTs for a CREATE of `object` in `namespace`.
 pub fn admission_review(object: &Value, namespace: &str) -> Vec<u8> {
-    let name = object.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
     let gvk = json!({"group": "networking.k8s.io", "version": "v1", "kind": "Ingress"});
     let gvr = json!({"group": "networking.k8s.io", "version": "v1", "resource": "ingresses"});
-    serde_json::to_vec(&json!({
+    let mut review = json!({
         "kind": "AdmissionReview",
         "apiVersion": "admission.k8s.io/v1",
         "request": {
             "uid": "3f2a9c1e-7b4d-4e0a-9d61-5c8e2b7a4f10",
             "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
-            "name": name,
             "namespace": namespace,
             "operation": "CREATE",
             "userInfo": {"username": "cindy@example.com", "groups": ["system:authenticated"]},
@@ -61,8 +59,12 @@ pub fn admission_review(object: &Value, namespace: &str) -> Vec<u8> {
             "dryRun": false,
             "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"}
         }
-    }))
-    .unwrap()
+    });
+    // The apiserver leaves `name` out when the object has none yet (generateName).
+    if let Some(name) = object.pointer("/metadata/name") {
+        review["request"]["name"] = name.clone();
+    }
+    serde_json::to_vec(&review).unwrap()
 }
 
 /// The `response` of the answer to `endpoint` for `object`.
