@@ -8,6 +8,7 @@
 pub mod divert;
 pub mod ingress;
 pub mod namespace;
+mod nginx_snippet;
 pub mod virtual_service;
 
 use serde_json::Value;
