@@ -59,6 +59,13 @@ struct CertFiles {
 type FileContents = Result<(Vec<u8>, Vec<u8>), String>;
 
 impl CertFiles {
+    /// The pair as it is on disk, or None while it is being replaced: the two files are read
+    /// one after the other, so a swap in between would mix two generations (a spurious failure).
+    async fn read_settled(&self) -> Option<FileContents> {
+        let first = self.read().await;
+        (self.read().await == first).then_some(first)
+    }
+
     async fn read(&self) -> FileContents {
         let cert =
             tokio::fs::read(&self.cert).await.map_err(|e| format!("reading --tls-cert {}: {e}", self.cert.display()));
@@ -152,7 +159,7 @@ impl Tls {
             ticker.tick().await;
             loop {
                 ticker.tick().await;
-                let contents = files.read().await;
+                let Some(contents) = files.read_settled().await else { continue };
                 if contents == last_seen {
                     continue;
                 }

@@ -52,7 +52,8 @@ impl Pki {
         self.ca.pem()
     }
 
-    /// A server certificate for 127.0.0.1 and localhost.
+    /// A server certificate for 127.0.0.1 and localhost, expiring on January 1st of 2040 + serial
+    /// (so each one's expiry is recognisable in the metrics).
     pub fn server(&self, common_name: &str, serial: u64) -> Identity {
         self.issue(common_name, serial, ExtendedKeyUsagePurpose::ServerAuth)
     }
@@ -61,10 +62,16 @@ impl Pki {
         self.issue(common_name, 7, ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// Unix time of the expiry [`Pki::server`] gives the certificate with `serial`.
+    pub fn expiry_of(serial: u64) -> i64 {
+        rcgen::date_time_ymd(2040 + serial as i32, 1, 1).unix_timestamp()
+    }
+
     fn issue(&self, common_name: &str, serial: u64, usage: ExtendedKeyUsagePurpose) -> Identity {
         let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.serial_number = Some(SerialNumber::from(serial));
+        params.not_after = rcgen::date_time_ymd(2040 + serial as i32, 1, 1);
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
