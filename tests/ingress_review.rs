@@ -332,3 +332,26 @@ fn the_mutated_object_passes_validation() {
         assert!(allowed_with_warnings(&mutated, &settings).is_empty());
     }
 }
+
+#[test]
+fn wrong_forms_in_the_server_snippet_are_denied_too() {
+    let object = ingress(json!({
+        "nginx.ingress.kubernetes.io/server-snippet": "location /x {\n  proxy_set_header x-okteto-divert cindy;\n}\n"
+    }));
+    let message = denied(&object, &nginx_settings(false));
+    assert!(
+        message.contains(
+            r#"metadata.annotations["nginx.ingress.kubernetes.io/server-snippet"] line 2: header "x-okteto-divert""#
+        ),
+        "{message}"
+    );
+    let object =
+        ingress(json!({"nginx.ingress.kubernetes.io/server-snippet": "proxy_set_header baggage.okteto-divert a;\n"}));
+    let warnings = allowed_with_warnings(&object, &nginx_settings(false));
+    assert_eq!(
+        warnings,
+        vec![
+            "server-snippet line 1: baggage.okteto-divert is deprecated and off here; use baggage: okteto-divert=<namespace>"
+        ]
+    );
+}

@@ -20,6 +20,8 @@ use crate::settings::{Driver, Settings};
 
 /// ingress-nginx copies this annotation into every `location` of the Ingress.
 pub const SNIPPET_ANNOTATION: &str = "nginx.ingress.kubernetes.io/configuration-snippet";
+/// ingress-nginx copies this one into the `server` block of the Ingress's hosts.
+pub const SERVER_SNIPPET_ANNOTATION: &str = "nginx.ingress.kubernetes.io/server-snippet";
 
 /// An annotation as found: absent, a string, or something else (only possible offline: the
 /// apiserver stores annotations as strings).
@@ -39,8 +41,8 @@ fn annotation<'a>(object: &'a Value, key: &str) -> Annotation<'a> {
     }
 }
 
-fn snippet_field(line: usize) -> String {
-    format!("metadata.annotations[{SNIPPET_ANNOTATION:?}] line {line}")
+fn snippet_field(annotation: &str, line: usize) -> String {
+    format!("metadata.annotations[{annotation:?}] line {line}")
 }
 
 pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, _findings: &mut Findings) {
@@ -102,28 +104,43 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
         }
     };
 
-    let snippet = match annotation(subject.object, SNIPPET_ANNOTATION) {
-        Annotation::Absent => return,
-        Annotation::Text(s) => s,
-        Annotation::NotText => {
-            if has_header {
-                findings.deny(
-                    "invalid-divert-annotation",
-                    format!(
-                        "{object}: metadata.annotations[{SNIPPET_ANNOTATION:?}] is not a string; \
-                         write it as a string (divert-webhook adds its block to it)"
-                    ),
-                );
+    match annotation(subject.object, SNIPPET_ANNOTATION) {
+        Annotation::Absent => {}
+        Annotation::Text(snippet) => {
+            if let Err(error) = nginx_snippet::check_markers(snippet) {
+                let field = snippet_field(SNIPPET_ANNOTATION, error.line());
+                findings.deny("malformed-divert-block", format!("{object}: {field}: {}", error.explain()));
             }
-            return;
+            check_header_forms(&object, SNIPPET_ANNOTATION, snippet, has_header, settings, findings);
         }
-    };
-
-    if let Err(error) = nginx_snippet::check_markers(snippet) {
-        findings
-            .deny("malformed-divert-block", format!("{object}: {}: {}", snippet_field(error.line()), error.explain()));
+        Annotation::NotText if has_header => findings.deny(
+            "invalid-divert-annotation",
+            format!(
+                "{object}: metadata.annotations[{SNIPPET_ANNOTATION:?}] is not a string; \
+                 write it as a string (divert-webhook adds its block to it)"
+            ),
+        ),
+        Annotation::NotText => {}
     }
+    // The server snippet is configuration too (SPEC §2: wrong forms are rejected wherever they
+    // appear); the divert block never goes there.
+    if let Annotation::Text(snippet) = annotation(subject.object, SERVER_SNIPPET_ANNOTATION) {
+        check_header_forms(&object, SERVER_SNIPPET_ANNOTATION, snippet, has_header, settings, findings);
+    }
+}
 
+/// SPEC §2 wrong forms (denied) and the legacy header (warned) in the request headers that the
+/// user's own lines of `snippet` set; the divert block's lines are the webhook's, not checked.
+fn check_header_forms(
+    object: &str,
+    annotation: &str,
+    snippet: &str,
+    has_header: bool,
+    settings: &Settings,
+    findings: &mut Findings,
+) {
+    // Warnings are short: the annotation's name without its prefix.
+    let short = annotation.rsplit('/').next().unwrap_or(annotation);
     for directive in user_directives(snippet) {
         let line = directive.line;
         for header in header_settings(&directive) {
@@ -133,22 +150,22 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
                     format!(
                         "{object}: {}: {problem}; or delete the line and set {HEADER_ANNOTATION}: <namespace> \
                          to have divert-webhook add it",
-                        snippet_field(line)
+                        snippet_field(annotation, line)
                     ),
                 );
             } else if header.name.eq_ignore_ascii_case(BAGGAGE_HEADER) {
                 if let Some(problem) = wrong_baggage_value(&header.value) {
-                    findings.deny("wrong-header-form", format!("{object}: {}: {problem}", snippet_field(line)));
+                    findings
+                        .deny("wrong-header-form", format!("{object}: {}: {problem}", snippet_field(annotation, line)));
                 } else if has_header {
                     findings.warn(format!(
-                        "configuration-snippet line {line} sets {BAGGAGE_HEADER} too; \
-                         delete it, divert-webhook sets it from {HEADER_ANNOTATION}"
+                        "{short} line {line} sets {BAGGAGE_HEADER} too; delete it, divert-webhook sets it from {HEADER_ANNOTATION}"
                     ));
                 }
             } else if header.name.eq_ignore_ascii_case(LEGACY_HEADER) {
                 let state = if settings.legacy_header { "deprecated" } else { "deprecated and off here" };
                 findings.warn(format!(
-                    "configuration-snippet line {line}: {LEGACY_HEADER} is {state}; use {BAGGAGE_HEADER}: {BAGGAGE_MEMBER}=<namespace>"
+                    "{short} line {line}: {LEGACY_HEADER} is {state}; use {BAGGAGE_HEADER}: {BAGGAGE_MEMBER}=<namespace>"
                 ));
             }
         }

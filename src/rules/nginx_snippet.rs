@@ -204,18 +204,7 @@ fn tokenize(text: &str) -> Vec<Directive> {
         }
         if let Some(q) = quote {
             match c {
-                '\\' => {
-                    let escaped = chars.next().unwrap_or('\\');
-                    if escaped == '\n' {
-                        line += 1;
-                    }
-                    word.get_or_insert_default().push(match escaped {
-                        't' => '\t',
-                        'n' => '\n',
-                        'r' => '\r',
-                        other => other,
-                    });
-                }
+                '\\' => unescape(chars.next(), word.get_or_insert_default(), &mut line),
                 // An empty quoted word ("") is still a word.
                 c if c == q => quote = None,
                 c => word.get_or_insert_default().push(c),
@@ -235,13 +224,7 @@ fn tokenize(text: &str) -> Vec<Directive> {
                     }
                 }
             }
-            '\\' => {
-                let escaped = chars.next().unwrap_or('\\');
-                if escaped == '\n' {
-                    line += 1;
-                }
-                word.get_or_insert_default().push(escaped);
-            }
+            '\\' => unescape(chars.next(), word.get_or_insert_default(), &mut line),
             ';' | '{' | '}' => {
                 push_word(&mut word, &mut current, word_line);
                 finish(&mut current, &mut directives);
@@ -253,6 +236,25 @@ fn tokenize(text: &str) -> Vec<Directive> {
     push_word(&mut word, &mut current, word_line);
     finish(&mut current, &mut directives);
     directives
+}
+
+/// nginx's escapes, quoted or not: `\"` `\'` `\\` stand for the character, `\t` `\r` `\n` for
+/// the control character; any other backslash is kept as written.
+fn unescape(next: Option<char>, word: &mut String, line: &mut usize) {
+    match next {
+        Some(c @ ('"' | '\'' | '\\')) => word.push(c),
+        Some('t') => word.push('\t'),
+        Some('r') => word.push('\r'),
+        Some('n') => word.push('\n'),
+        Some(other) => {
+            if other == '\n' {
+                *line += 1;
+            }
+            word.push('\\');
+            word.push(other);
+        }
+        None => word.push('\\'),
+    }
 }
 
 /// A request header the directive sets for the upstream: `proxy_set_header`/`grpc_set_header`
@@ -348,7 +350,8 @@ mod tests {
         let snippet = "proxy_set_header  okteto-divert cindy; # comment ; here\n\
                        more_set_input_headers -r -t 'text/html' \"baggage: a=1\" 'X-A:  b';\n\
                        if ($http_x) { proxy_set_header X-Q \"a\\\"b\"; }\n\
-                       proxy_set_header\n  X-Split\n  \"multi\nline\";\n";
+                       proxy_set_header\n  X-Split\n  \"multi\nline\";\n\
+                       a\\tb 'c\\d' \\;;\n";
         let directives = user_directives(snippet);
         let words: Vec<(usize, Vec<&str>)> =
             directives.iter().map(|d| (d.line, d.words.iter().map(String::as_str).collect())).collect();
@@ -360,6 +363,7 @@ mod tests {
                 (3, vec!["if", "($http_x)"]),
                 (3, vec!["proxy_set_header", "X-Q", "a\"b"]),
                 (4, vec!["proxy_set_header", "X-Split", "multi\nline"]),
+                (8, vec!["a\tb", "c\\d", "\\;"]),
             ]
         );
         let headers: Vec<HeaderSetting> = directives.iter().flat_map(header_settings).collect();
