@@ -135,3 +135,27 @@ async fn sigterm_drains_in_flight_reviews_and_exits_zero() {
     assert_eq!(fields["patch_operations"], 1);
     assert!(fields["micros"].as_u64().is_some());
 }
+
+/// Flags come from the environment too, and a bad value or a missing certificate source stops
+/// the binary at once with a message naming the flag.
+#[test]
+fn bad_settings_from_flags_or_environment_stop_the_binary_with_a_clear_message() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+            .arg("serve")
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (ok, stderr) = run(&["--self-signed"], &[("DIVERT_WEBHOOK_SHUTDOWN_DELAY", "soon")]);
+    assert!(!ok && stderr.contains("--shutdown-delay") && stderr.contains("is not a duration"), "{stderr}");
+    let (ok, stderr) = run(&["--self-signed"], &[("DIVERT_WEBHOOK_LOG_FORMAT", "xml")]);
+    assert!(!ok && stderr.contains("--log-format"), "{stderr}");
+    let (ok, stderr) = run(&["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"], &[]);
+    assert!(!ok && stderr.contains("give --tls-cert and --tls-key (PEM files), or --self-signed"), "{stderr}");
+    let (ok, stderr) = run(&["--addr", "127.0.0.1:0"], &[("DIVERT_WEBHOOK_TLS_CERT", "/nonexistent/tls.crt")]);
+    assert!(!ok && stderr.contains("--tls-cert needs --tls-key"), "{stderr}");
+}

@@ -109,20 +109,19 @@ fn deadline(query: Option<&str>, cap: Duration) -> Result<Duration, String> {
 
 async fn read_and_review(state: &Admission, endpoint: Endpoint, request: Request, started: Instant) -> Response {
     let too_large = || {
-        text(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than the limit of {MAX_BODY_BYTES} bytes"))
+        state.metrics.observe_review(endpoint, None, started.elapsed());
+        let reason = format!("request body is larger than the limit of {MAX_BODY_BYTES} bytes");
+        tracing::info!(endpoint = endpoint.as_str(), decision = "invalid", %reason, "review");
+        text(StatusCode::PAYLOAD_TOO_LARGE, reason)
     };
     // A declared length over the limit is refused before a byte of the body is read.
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        state.metrics.observe_review(endpoint, None, started.elapsed());
         return too_large();
     }
     let body: Bytes = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            state.metrics.observe_review(endpoint, None, started.elapsed());
-            return too_large();
-        }
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
         Err(error) => return text(StatusCode::BAD_REQUEST, format!("reading the request body failed: {error}")),
     };
     let settings = state.settings.clone();
