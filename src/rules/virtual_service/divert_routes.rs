@@ -154,6 +154,11 @@ fn route_name(route: &Value) -> Option<&str> {
     route.get("name").and_then(Value::as_str).filter(|n| !n.is_empty())
 }
 
+/// Does this http route forward (`route:`), rather than redirect, answer or delegate?
+pub(super) fn forwards(route: &Map<String, Value>) -> bool {
+    route.contains_key("route") && !NOT_FORWARDING.iter().any(|k| route.contains_key(*k))
+}
+
 /// Routes with this name prefix are the webhook's own (SPEC §4.1) and are regenerated.
 pub fn is_generated_name(name: &str) -> bool {
     name.starts_with(GENERATED_ROUTE_PREFIX)
@@ -183,13 +188,11 @@ fn clone_route(
     warnings: &mut Vec<String>,
 ) -> Result<Value, Skip> {
     let route = route.as_object().ok_or(Skip::NotAMap)?;
-    if NOT_FORWARDING.iter().any(|k| route.contains_key(*k)) {
+    if !forwards(route) {
         return Err(Skip::NotForwarding);
     }
-    let destinations = match route.get("route") {
-        Some(Value::Array(d)) => d,
-        Some(_) => return Err(Skip::UnreadableMatch("its route: is not a list".into())),
-        None => return Err(Skip::NotForwarding),
+    let Some(destinations) = route.get("route").and_then(Value::as_array) else {
+        return Err(Skip::UnreadableMatch("its route: is not a list".into()));
     };
     let matches = clone_matches(route.get("match"), key, context.settings, label, warnings)?;
     let destinations = rewrite_destinations(destinations, key, context).ok_or(Skip::NothingToRewrite)?;
