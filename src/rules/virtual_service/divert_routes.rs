@@ -411,8 +411,7 @@ mod tests {
         {
             assert_eq!(developer_host(host, "cindy", &context), None, "{host}");
         }
-        let mut custom = Settings::default();
-        custom.cluster_domain = "corp.internal".into();
+        let custom = Settings { cluster_domain: "corp.internal".into(), ..Settings::default() };
         let context = Context { namespace: "staging", settings: &custom };
         assert_eq!(
             developer_host("api.staging.svc.corp.internal", "x", &context).as_deref(),

@@ -140,8 +140,7 @@ mod tests {
 
     fn run(object: &Value, legacy: bool) -> (Value, Vec<String>) {
         let subject = Subject { kind: Kind::VirtualService, namespace: "cindy", name: "vs", object };
-        let mut settings = Settings::default();
-        settings.legacy_header = legacy;
+        let settings = Settings { legacy_header: legacy, ..Settings::default() };
         let mut out = object.clone();
         let mut findings = Findings::default();
         mutate(&subject, &mut out, &settings, &mut findings);
