@@ -199,6 +199,35 @@ mod tests {
         assert_eq!(divert_pattern("dev-1"), "(?:.*,)?[ \\t]*okteto-divert[ \\t]*=[ \\t]*dev-1[ \\t]*(?:[;,].*)?");
     }
 
+    /// The same table through Google's RE2 itself (Python `google-re2`, `pip install google-re2`),
+    /// whose `fullmatch` is what Envoy does. Skipped when it is not installed, unless
+    /// `DIVERT_REQUIRE_RE2=1` says it must run.
+    #[test]
+    fn pattern_behaves_the_same_in_re2() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        const SCRIPT: &str = "import json, sys, re2\n\
+            p, cases = json.load(sys.stdin)\n\
+            print(json.dumps([re2.fullmatch(p, v) is not None for v, _ in cases]))";
+        let required = std::env::var("DIVERT_REQUIRE_RE2").is_ok_and(|v| v == "1");
+        let probe = Command::new("python3").args(["-c", "import re2"]).output();
+        if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+            assert!(!required, "python3 with google-re2 is required (DIVERT_REQUIRE_RE2=1)");
+            eprintln!("skipped: python3 with google-re2 is not installed");
+            return;
+        }
+        let mut child =
+            Command::new("python3").args(["-c", SCRIPT]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let input = serde_json::to_vec(&(divert_pattern("cindy"), CASES)).unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        let got: Vec<bool> = serde_json::from_slice(&output.stdout).unwrap();
+        for ((value, want), got) in CASES.iter().zip(got) {
+            assert_eq!(got, *want, "RE2 on {value:?}");
+        }
+    }
+
     #[test]
     fn keys_with_dashes_stay_literal() {
         let p = divert_pattern("dev-1");
