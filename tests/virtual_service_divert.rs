@@ -327,7 +327,7 @@ fn developer_routes_get_the_divert_member() {
     assert_eq!(add_headers(&out.object, 0), &json!({"baggage": "okteto-divert=cindy"}));
     assert_eq!(
         add_headers(&out.object, 1),
-        &json!({"baggage": "vendor=1;p=2,other=x,okteto-divert=cindy", "x-a": "1"})
+        &json!({"baggage": "vendor=1;p=2, other=x,okteto-divert=cindy", "x-a": "1"})
     );
     assert_eq!(out.object["spec"]["http"][1]["headers"]["request"]["remove"], json!(["x-b"]));
     assert_eq!(add_headers(&out.object, 2), &json!({"baggage": "okteto-divert=cindy,vendor=1"}));
@@ -350,7 +350,7 @@ fn developer_routes_get_the_divert_member() {
     removed["metadata"]["annotations"].as_object_mut().unwrap().remove("divert.okteto.com/header");
     let back = mutate(&removed, &Settings::default());
     assert_eq!(back.object["spec"]["http"][0], http[0]);
-    assert_eq!(add_headers(&back.object, 1), &json!({"baggage": "vendor=1;p=2,other=x", "x-a": "1"}));
+    assert_eq!(add_headers(&back.object, 1), &json!({"baggage": "vendor=1;p=2, other=x", "x-a": "1"}));
     assert_eq!(add_headers(&back.object, 2), &json!({"baggage": "vendor=1"}));
     assert_eq!(back.warnings.len(), 1, "{:?}", back.warnings);
     let settled = mutate(&back.object, &Settings::default());

@@ -68,41 +68,40 @@ pub fn is_divert_member(member: &str) -> bool {
 }
 
 /// `value` with exactly one `okteto-divert` member, `okteto-divert=<key>`: it takes the place
-/// of the first `okteto-divert` member there was (or goes last), other `okteto-divert` members
-/// are dropped, every other member is kept as written. `None` or an empty value gives just the
-/// member. A value that already is in that form is returned unchanged (byte for byte), so
-/// applying this twice changes nothing.
+/// of the first `okteto-divert` member there was (or is appended), other `okteto-divert`
+/// members are dropped, and the rest of the value is kept byte for byte (so that
+/// [`without_divert_member`] gives back exactly what was there). `None` or an empty value
+/// gives just the member. Applying this twice changes nothing.
 pub fn with_divert_member(value: Option<&str>, key: &str) -> String {
     let wanted = divert_member(key);
     let value = value.unwrap_or_default();
     let mut divert = members(value).filter(|m| is_divert_member(m));
-    if divert.next() == Some(wanted.as_str()) && divert.next().is_none() {
-        return value.to_string();
+    match (divert.next(), divert.next()) {
+        (Some(only), None) if only == wanted => return value.to_string(),
+        (None, _) if members(value).next().is_none() => return wanted,
+        (None, _) => return format!("{value},{wanted}"),
+        _ => {}
     }
-    let mut out: Vec<&str> = Vec::new();
     let mut placed = false;
-    for member in members(value) {
-        if !is_divert_member(member) {
-            out.push(member);
+    let mut out: Vec<&str> = Vec::new();
+    for segment in value.split(',') {
+        if !is_divert_member(trim_ows(segment)) {
+            out.push(segment);
         } else if !placed {
             out.push(&wanted);
             placed = true;
         }
     }
-    if !placed {
-        out.push(&wanted);
-    }
     out.join(",")
 }
 
-/// `value` without its `okteto-divert` members; `None` when nothing else is left. A value
-/// without such a member is returned unchanged (byte for byte).
+/// `value` without its `okteto-divert` members, the rest kept byte for byte; `None` when
+/// nothing else is left.
 pub fn without_divert_member(value: &str) -> Option<String> {
-    if !members(value).any(is_divert_member) {
-        return (!trim_ows(value).is_empty()).then(|| value.to_string());
-    }
-    let rest: Vec<&str> = members(value).filter(|m| !is_divert_member(m)).collect();
-    (!rest.is_empty()).then(|| rest.join(","))
+    let rest: Vec<&str> = value.split(',').filter(|segment| !is_divert_member(trim_ows(segment))).collect();
+    let rest = rest.join(",");
+    let empty = members(&rest).next().is_none();
+    (!empty).then_some(rest)
 }
 
 fn trim_ows(s: &str) -> &str {
@@ -254,7 +253,8 @@ mod tests {
             (None, "okteto-divert=cindy"),
             (Some(""), "okteto-divert=cindy"),
             (Some("okteto-divert=cindy"), "okteto-divert=cindy"),
-            (Some("a=1, b=2;p"), "a=1,b=2;p,okteto-divert=cindy"),
+            (Some("a=1, b=2;p"), "a=1, b=2;p,okteto-divert=cindy"),
+            (Some(" , "), "okteto-divert=cindy"),
             (Some("a=1,okteto-divert=zed;p=1,b=2"), "a=1,okteto-divert=cindy,b=2"),
             (Some("okteto-divert=zed,a=1,okteto-divert=cindy"), "okteto-divert=cindy,a=1"),
             // already right: untouched, whitespace and all
@@ -275,5 +275,11 @@ mod tests {
         assert_eq!(without_divert_member("a=1,okteto-divert=cindy;p,b=2"), Some("a=1,b=2".into()));
         assert_eq!(without_divert_member("a=1 , b=2"), Some("a=1 , b=2".into()));
         assert_eq!(without_divert_member(""), None);
+        assert_eq!(without_divert_member(" a=1;p=2\t, okteto-divert=x"), Some(" a=1;p=2\t".into()));
+        // adding then removing gives back the value as written
+        for value in ["a=1", " a=1 ;p=2 ,\tb=2 ", "a=1,"] {
+            let added = with_divert_member(Some(value), "cindy");
+            assert_eq!(without_divert_member(&added).as_deref(), Some(value), "{value:?}");
+        }
     }
 }
