@@ -368,3 +368,20 @@ fn the_developer_header_changes_with_the_annotation() {
     assert_eq!(zed.patch.len(), 1, "{:?}", zed.patch);
     assert_eq!(zed.patch[0]["op"], "replace");
 }
+
+// ---- docs --------------------------------------------------------------------------------
+
+/// The worked example in docs/virtualservices.md is deploy/examples/virtualservice.yaml and
+/// what `mutate -f` prints for it (same function as the command).
+#[test]
+fn the_documented_example_is_what_mutate_prints() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/deploy/examples/virtualservice.yaml")).unwrap();
+    let docs = std::fs::read_to_string(format!("{root}/docs/virtualservices.md")).unwrap();
+    let blocks: Vec<&str> = docs.split("```yaml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    let input: String = example.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    assert_eq!(blocks[0], input);
+    let report = divert_webhook::manifests::mutate_documents(&example, &Settings::default());
+    assert!(!report.failed && report.stderr.is_empty(), "{:?}", report.stderr);
+    assert_eq!(blocks[1], report.stdout);
+}

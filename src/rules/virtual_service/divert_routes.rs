@@ -32,7 +32,7 @@ struct Context<'a> {
 enum Skip {
     NotForwarding,
     NotAMap,
-    UnreadableMatch(String),
+    Unreadable(String),
     NothingToRewrite,
 }
 
@@ -85,23 +85,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
 
     for entry in &entries {
         let key = short(&entry.key);
-        let selected: Vec<(usize, bool)> = match &entry.routes {
-            None => (0..originals.len()).map(|i| (i, false)).collect(),
-            Some(names) => {
-                let mut selected = Vec::new();
-                for name in names {
-                    match originals.iter().position(|r| route_name(r) == Some(name.as_str())) {
-                        Some(i) => selected.push((i, true)),
-                        None if other_route_names.contains(name) => warnings.push(format!(
-                            "divert of {key}: route {} is a tcp/tls route; only http routes are diverted",
-                            short(name)
-                        )),
-                        None => warnings.push(format!("divert of {key}: there is no http route named {}", short(name))),
-                    }
-                }
-                selected
-            }
-        };
+        let selected = select_routes(entry, &originals, &other_route_names, &mut warnings);
         if selected.is_empty() && entry.routes.is_none() {
             warnings.push(format!("divert of {key}: this VirtualService has no http routes"));
         }
@@ -122,7 +106,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
                 )),
                 Err(Skip::NotForwarding) => {}
                 Err(Skip::NotAMap) => warnings.push(format!("spec.http[{index}] is not a map: it is not diverted")),
-                Err(Skip::UnreadableMatch(what)) => warnings.push(format!("route {label}: {what}: it is not diverted")),
+                Err(Skip::Unreadable(what)) => warnings.push(format!("route {label}: {what}: it is not diverted")),
                 Err(Skip::NothingToRewrite) => warnings.push(format!(
                     "route {label} has no destination in namespace {}: not diverted",
                     short(context.namespace)
@@ -147,6 +131,30 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
             findings.warn(warning);
         }
     }
+}
+
+/// The http routes `entry` diverts, as (index among the originals, named explicitly). Names
+/// that are not http routes are reported in `warnings`.
+fn select_routes(
+    entry: &Entry,
+    originals: &[Value],
+    other_route_names: &BTreeSet<String>,
+    warnings: &mut Vec<String>,
+) -> Vec<(usize, bool)> {
+    let Some(names) = &entry.routes else { return (0..originals.len()).map(|i| (i, false)).collect() };
+    let key = short(&entry.key);
+    let mut selected = Vec::new();
+    for name in names {
+        match originals.iter().position(|r| route_name(r) == Some(name.as_str())) {
+            Some(i) => selected.push((i, true)),
+            None if other_route_names.contains(name) => warnings.push(format!(
+                "divert of {key}: route {} is a tcp/tls route; only http routes are diverted",
+                short(name)
+            )),
+            None => warnings.push(format!("divert of {key}: there is no http route named {}", short(name))),
+        }
+    }
+    selected
 }
 
 /// `name` of a route, if it is a non-empty string.
@@ -192,7 +200,7 @@ fn clone_route(
         return Err(Skip::NotForwarding);
     }
     let Some(destinations) = route.get("route").and_then(Value::as_array) else {
-        return Err(Skip::UnreadableMatch("its route: is not a list".into()));
+        return Err(Skip::Unreadable("its route: is not a list".into()));
     };
     let matches = clone_matches(route.get("match"), key, context.settings, label, warnings)?;
     let destinations = rewrite_destinations(destinations, key, context).ok_or(Skip::NothingToRewrite)?;
@@ -230,7 +238,7 @@ fn clone_matches(
             let mut usable = Vec::with_capacity(list.len());
             for (i, entry) in list.iter().enumerate() {
                 let Some(entry) = entry.as_object() else {
-                    return Err(Skip::UnreadableMatch(format!("match[{i}] is not a map")));
+                    return Err(Skip::Unreadable(format!("match[{i}] is not a map")));
                 };
                 match entry.get("headers") {
                     None | Some(Value::Null) => usable.push(entry),
@@ -238,15 +246,15 @@ fn clone_matches(
                         format!("route {label}: match[{i}] already tests the baggage header; it is not diverted"),
                     ),
                     Some(Value::Object(_)) => usable.push(entry),
-                    Some(_) => return Err(Skip::UnreadableMatch(format!("match[{i}].headers is not a map"))),
+                    Some(_) => return Err(Skip::Unreadable(format!("match[{i}].headers is not a map"))),
                 }
             }
             if usable.is_empty() {
-                return Err(Skip::UnreadableMatch("every match entry already tests baggage".into()));
+                return Err(Skip::Unreadable("every match entry already tests baggage".into()));
             }
             usable
         }
-        Some(_) => return Err(Skip::UnreadableMatch("match is not a list".into())),
+        Some(_) => return Err(Skip::Unreadable("match is not a list".into())),
     };
     let baggage = (BAGGAGE_HEADER, serde_json::json!({ "regex": divert_pattern(key) }));
     let legacy = (LEGACY_HEADER, serde_json::json!({ "exact": key }));
