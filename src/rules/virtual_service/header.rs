@@ -16,7 +16,7 @@
 use serde_json::{Map, Value};
 
 use super::divert_routes::forwards;
-use crate::rules::baggage::{with_divert_member, without_divert_member};
+use crate::rules::baggage::{is_divert_member, members, with_divert_member, without_divert_member};
 use crate::rules::divert::{BAGGAGE_HEADER, LEGACY_HEADER, check_divert_key, header_annotation};
 use crate::rules::{Findings, Subject};
 use crate::settings::Settings;
@@ -80,15 +80,13 @@ fn remove_header(route: &mut Map<String, Value>) -> bool {
         if let Some(add) = request.get_mut("add").and_then(Value::as_object_mut)
             && let Some(name) = header_key(add, BAGGAGE_HEADER)
             && let Some(value) = add.get(&name).and_then(Value::as_str)
+            && members(value).any(is_divert_member)
         {
-            let rest = without_divert_member(value);
-            if rest.as_deref() != Some(value) {
-                removed = true;
-                match rest {
-                    Some(rest) => add.insert(name, Value::String(rest)),
-                    None => add.remove(&name),
-                };
-            }
+            removed = true;
+            match without_divert_member(value) {
+                Some(rest) => add.insert(name, Value::String(rest)),
+                None => add.remove(&name),
+            };
         }
         if let Some(set) = request.get_mut("set").and_then(Value::as_object_mut)
             && let Some(name) = header_key(set, LEGACY_HEADER)
@@ -166,6 +164,19 @@ mod tests {
         assert_eq!(out["spec"]["http"][4]["headers"], json!({"request": {"add": {"baggage": "okteto-divert=cindy"}}}));
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings.iter().all(|w| w.chars().count() < 120));
+    }
+
+    #[test]
+    fn without_the_annotation_only_the_divert_member_goes() {
+        let http = json!([
+            {"route": [], "headers": {"request": {"add": {"baggage": ""}}}},
+            {"route": [], "headers": {"request": {"add": {"baggage": " , "}, "set": {"x": "1"}}}},
+            {"route": [], "headers": {"request": {"add": {"baggage": "a=1,okteto-divert=zed", "x": "1"}}}},
+        ]);
+        let (out, warnings) = run(&vs(json!({}), http.clone()), false);
+        assert_eq!(out["spec"]["http"].as_array().unwrap()[..2], http.as_array().unwrap()[..2]);
+        assert_eq!(out["spec"]["http"][2]["headers"]["request"]["add"], json!({"baggage": "a=1", "x": "1"}));
+        assert_eq!(warnings.len(), 1);
     }
 
     #[test]
