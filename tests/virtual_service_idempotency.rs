@@ -185,3 +185,64 @@ proptest! {
         }
     }
 }
+
+/// Any JSON at all where routes are expected, keyed with the field names the rules read.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        (-5i64..200).prop_map(Value::from),
+        prop::sample::select(vec!["", "svc-a", "svc-a.staging", "okteto-divert-cindy-0", "okteto-divert=cindy", "a=1"])
+            .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        let field = prop::sample::select(vec![
+            "name",
+            "match",
+            "route",
+            "destination",
+            "host",
+            "subset",
+            "weight",
+            "headers",
+            "request",
+            "add",
+            "set",
+            "baggage",
+            "uri",
+            "redirect",
+        ]);
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map(field, inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Odd input never panics, always gets an answer, and the answer is stable.
+    #[test]
+    fn odd_input_gets_a_stable_answer(
+        http in prop::collection::vec(any_json(), 0..5),
+        header in any::<bool>(),
+        legacy in any::<bool>(),
+    ) {
+        let settings = Settings { legacy_header: legacy, ..Settings::default() };
+        let mut annotations = json!({ entry_annotation(1): r#"{"namespace":"cindy"}"# });
+        if header {
+            annotations["divert.okteto.com/header"] = "cindy".into();
+        }
+        let object = json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "odd", "namespace": "staging", "annotations": annotations},
+            "spec": {"hosts": ["h"], "http": http},
+        });
+        let once = mutate(&object, &settings);
+        prop_assert!(once.warnings.iter().all(|w| w.chars().count() < 120), "{:?}", once.warnings);
+        let twice = mutate(&once.object, &settings);
+        prop_assert!(twice.patch.is_empty(), "second patch {:?}", twice.patch);
+    }
+}

@@ -28,7 +28,8 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
     }
     let Some(http) = object.pointer_mut("/spec/http").and_then(Value::as_array_mut) else {
         if key.is_some() {
-            findings.warn("divert.okteto.com/header is set but spec.http is not a list of routes: no header added");
+            findings
+                .warn("divert.okteto.com/header is set but spec.http holds no list of http routes: no header added");
         }
         return;
     };
