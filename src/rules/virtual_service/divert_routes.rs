@@ -82,6 +82,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
     let mut warnings = Vec::new();
     let mut clones: Vec<Vec<Value>> = vec![Vec::new(); originals.len()];
     let mut generated: BTreeSet<String> = BTreeSet::new();
+    let mut cloned: BTreeSet<(&str, usize)> = BTreeSet::new();
 
     for entry in &entries {
         let key = short(&entry.key);
@@ -91,11 +92,17 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         }
         for (index, named) in selected {
             let route = &originals[index];
-            let name = clone_name(&entry.key, route, index);
-            if generated.contains(&name) {
+            if !cloned.insert((entry.key.as_str(), index)) {
                 continue; // two entries for the same developer select the same route
             }
+            let name = clone_name(&entry.key, route, index);
             let label = route_label(route, index);
+            if generated.contains(&name) {
+                // e.g. developer `a` on route `b-c` and developer `a-b` on route `c`
+                warnings
+                    .push(format!("divert of {key}: route {label} would get a clone name already in use; rename it"));
+                continue;
+            }
             match clone_route(route, &name, &label, &entry.key, &context, &mut warnings) {
                 Ok(clone) => {
                     clones[index].push(clone);
@@ -504,6 +511,24 @@ mod tests {
         let (_, warnings) = run(&object, &Settings::default());
         assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings.iter().all(|w| w.chars().count() < 120), "{warnings:?}");
+    }
+
+    #[test]
+    fn clashing_clone_names_are_reported() {
+        let spec = json!({"hosts": ["h"], "http": [
+            {"name": "b-c", "route": [{"destination": {"host": "x"}}]},
+            {"name": "c", "route": [{"destination": {"host": "y"}}]},
+        ]});
+        let object = vs(
+            json!({
+                "divert.okteto.com/a-1": r#"{"namespace":"a","routes":["b-c"]}"#,
+                "divert.okteto.com/a-2": r#"{"namespace":"a-b","routes":["c"]}"#,
+            }),
+            spec,
+        );
+        let (out, warnings) = run(&object, &Settings::default());
+        assert_eq!(names(&out), ["okteto-divert-a-b-c", "b-c", "c"]);
+        assert_eq!(warnings, ["divert of a-b: route c would get a clone name already in use; rename it"]);
     }
 
     #[test]
