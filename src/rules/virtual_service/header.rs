@@ -56,6 +56,10 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
 fn add_header(route: &mut Map<String, Value>, key: &str, legacy: bool) -> Result<(), &'static str> {
     let request = child_map(route, "headers", "headers is not a map")?;
     let request = child_map(request, "request", "headers.request is not a map")?;
+    // Checked before anything changes, so that a route is either fully done or left alone.
+    if legacy && request.get("set").is_some_and(|set| !(set.is_null() || set.is_object())) {
+        return Err("headers.request.set is not a map");
+    }
     let add = child_map(request, "add", "headers.request.add is not a map")?;
     let name = header_key(add, BAGGAGE_HEADER).unwrap_or_else(|| BAGGAGE_HEADER.to_string());
     let current = match add.get(&name) {
@@ -200,6 +204,15 @@ mod tests {
         let (back, warnings) = run(&without, true);
         assert_eq!(back["spec"], object["spec"]);
         assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn a_route_is_done_fully_or_not_at_all() {
+        let http = json!([{"route": [], "headers": {"request": {"set": "x"}}}]);
+        let object = vs(json!({"divert.okteto.com/header": "cindy"}), http.clone());
+        let (out, warnings) = run(&object, true);
+        assert_eq!(out["spec"]["http"], http);
+        assert_eq!(warnings, ["spec.http[0]: headers.request.set is not a map: divert header not added"]);
     }
 
     #[test]
