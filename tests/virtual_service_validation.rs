@@ -115,7 +115,8 @@ fn header_annotation_must_name_a_namespace() {
     let field = "metadata.annotations[\"divert.okteto.com/header\"]";
     for bad in ["Cindy", "cindy.dev", "", "-cindy"] {
         let vs = virtual_service(json!({"divert.okteto.com/header": bad}), json!([route(json!({}))]));
-        let message = denied(&vs, &Settings::default(), field, "set it to the developer namespace");
+        let message =
+            denied(&vs, &Settings::default(), field, "set it to the name of the developer namespace (the divert key)");
         assert!(message.contains("DNS-1123 label"), "{message}");
     }
     let vs = virtual_service(json!({"divert.okteto.com/header": "cindy"}), json!([route(json!({}))]));

@@ -6,10 +6,10 @@
 //! - the wrong header forms of SPEC §2 in any http header match (`headers`, `withoutHeaders`) or
 //!   header operation (`headers.request`/`response` `set`/`add`/`remove`, on the route and on
 //!   each destination);
-//! - regexes RE2 would reject, or longer than 1024 bytes (istiod's limit), in any `StringMatch` of an http
-//!   route (`uri`, `scheme`, `method`, `authority`, `headers`, `withoutHeaders`, `queryParams`,
-//!   `corsPolicy.allowOrigins`) and in `rewrite.uriRegexRewrite.match`: Envoy compiles all of
-//!   them with RE2 (and istiod checks them all).
+//! - regexes RE2 would reject, or longer than 1024 bytes (istiod's limit), in any `StringMatch`
+//!   of an http route (`uri`, `scheme`, `method`, `authority`, `headers`, `withoutHeaders`,
+//!   `queryParams`, `corsPolicy.allowOrigins`) and in `rewrite.uriRegexRewrite.match`: Envoy
+//!   compiles all of them with RE2 (and istiod checks them all).
 //!
 //! Warned: the legacy header `baggage.okteto-divert` while `--legacy-header` is off, and a
 //! `divert.okteto.com/...` annotation that looks like a divert entry but whose key is not one.
@@ -87,7 +87,7 @@ impl Check<'_> {
                 self.deny(
                     INVALID_DIVERT_ANNOTATION,
                     &annotation_field(HEADER_ANNOTATION),
-                    format!("{problem}; set it to the developer namespace whose divert key the routes carry"),
+                    format!("{problem}; set it to the name of the developer namespace (the divert key)"),
                 );
             }
         }
