@@ -1,10 +1,262 @@
-//! What happens to a networking.k8s.io/v1 Ingress (SPEC §6, §7). Not yet implemented (issue 3).
+//! What happens to a networking.k8s.io/v1 Ingress (SPEC §6, §7).
+//!
+//! Mutation (nginx driver only, SPEC §1): an Ingress annotated `divert.okteto.com/header: <key>`
+//! gets the divert block in its `nginx.ingress.kubernetes.io/configuration-snippet` annotation
+//! (see [`super::nginx_snippet`]); without the annotation the block is removed again. The
+//! user's own snippet lines are never touched.
+//!
+//! Validation (every driver): the divert key, the block's marker lines, and the wrong header
+//! forms of SPEC §2 in the user's snippet lines.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::{Findings, Subject};
-use crate::settings::Settings;
+use super::divert::{
+    BAGGAGE_HEADER, BAGGAGE_MEMBER, HEADER_ANNOTATION, LEGACY_HEADER, check_divert_key, object_ref,
+    wrong_baggage_value, wrong_header_name,
+};
+use super::nginx_snippet::{self, divert_block, header_settings, replace_blocks, user_directives};
+use super::{Findings, Subject, metadata_map_mut};
+use crate::settings::{Driver, Settings};
 
-pub fn mutate(_subject: &Subject<'_>, _object: &mut Value, _settings: &Settings, _findings: &mut Findings) {}
+/// ingress-nginx copies this annotation into every `location` of the Ingress.
+pub const SNIPPET_ANNOTATION: &str = "nginx.ingress.kubernetes.io/configuration-snippet";
+/// ingress-nginx copies this one into the `server` block of the Ingress's hosts.
+pub const SERVER_SNIPPET_ANNOTATION: &str = "nginx.ingress.kubernetes.io/server-snippet";
 
-pub fn validate(_subject: &Subject<'_>, _settings: &Settings, _findings: &mut Findings) {}
+/// An annotation as found: absent, a string, or something else (only possible offline: the
+/// apiserver stores annotations as strings).
+enum Annotation<'a> {
+    Absent,
+    Text(&'a str),
+    NotText,
+}
+
+fn annotation<'a>(object: &'a Value, key: &str) -> Annotation<'a> {
+    let map: Option<&Map<String, Value>> =
+        object.get("metadata").and_then(|m| m.get("annotations")).and_then(Value::as_object);
+    match map.and_then(|m| m.get(key)) {
+        None => Annotation::Absent,
+        Some(Value::String(s)) => Annotation::Text(s),
+        Some(_) => Annotation::NotText,
+    }
+}
+
+fn snippet_field(annotation: &str, line: usize) -> String {
+    format!("metadata.annotations[{annotation:?}] line {line}")
+}
+
+pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, _findings: &mut Findings) {
+    // Under the istio driver VirtualServices carry the header (SPEC §5); the snippet is the
+    // nginx driver's tool. Protected namespaces are never mutated.
+    if settings.driver != Driver::Nginx || settings.is_protected(subject.namespace) {
+        return;
+    }
+    let key = match annotation(subject.object, HEADER_ANNOTATION) {
+        Annotation::Absent => None,
+        Annotation::Text(key) if check_divert_key(key).is_ok() => Some(key),
+        // Validation denies it; a bad key must never reach nginx syntax.
+        _ => return,
+    };
+    let snippet = match annotation(subject.object, SNIPPET_ANNOTATION) {
+        Annotation::Absent => None,
+        Annotation::Text(s) => Some(s),
+        Annotation::NotText => return,
+    };
+    if key.is_none() && snippet.is_none() {
+        return;
+    }
+    let block = key.map(|key| divert_block(key, settings.legacy_header));
+    // Broken marker lines: which lines are ours is unclear, so nothing is touched and
+    // validation denies with the line to fix.
+    let Ok(updated) = replace_blocks(snippet.unwrap_or(""), block.as_deref()) else { return };
+    if snippet == Some(updated.as_str()) {
+        return;
+    }
+    let Some(annotations) = metadata_map_mut(object, "annotations") else { return };
+    if updated.is_empty() {
+        // The block was all the annotation held.
+        annotations.remove(SNIPPET_ANNOTATION);
+    } else {
+        annotations.insert(SNIPPET_ANNOTATION.into(), Value::String(updated));
+    }
+}
+
+pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
+    let object = object_ref(subject.kind.as_str(), subject.namespace, subject.name);
+    let header_field = format!("metadata.annotations[{HEADER_ANNOTATION:?}]");
+    let has_header = match annotation(subject.object, HEADER_ANNOTATION) {
+        Annotation::Absent => false,
+        Annotation::Text(key) => {
+            if let Err(reason) = check_divert_key(key) {
+                findings.deny(
+                    "invalid-divert-annotation",
+                    format!("{object}: {header_field}: {reason}; set it to the developer namespace whose services get the traffic"),
+                );
+            }
+            true
+        }
+        Annotation::NotText => {
+            findings.deny(
+                "invalid-divert-annotation",
+                format!("{object}: {header_field} is not a string; set it to the developer namespace's name"),
+            );
+            true
+        }
+    };
+
+    match annotation(subject.object, SNIPPET_ANNOTATION) {
+        Annotation::Absent => {}
+        Annotation::Text(snippet) => {
+            if let Err(error) = nginx_snippet::check_markers(snippet) {
+                let field = snippet_field(SNIPPET_ANNOTATION, error.line());
+                findings.deny("malformed-divert-block", format!("{object}: {field}: {}", error.explain()));
+            }
+            check_header_forms(&object, SNIPPET_ANNOTATION, snippet, has_header, settings, findings);
+        }
+        Annotation::NotText if has_header => findings.deny(
+            "invalid-divert-annotation",
+            format!(
+                "{object}: metadata.annotations[{SNIPPET_ANNOTATION:?}] is not a string; \
+                 write it as a string (divert-webhook adds its block to it)"
+            ),
+        ),
+        Annotation::NotText => {}
+    }
+    // The server snippet is configuration too (SPEC §2: wrong forms are rejected wherever they
+    // appear); the divert block never goes there.
+    if let Annotation::Text(snippet) = annotation(subject.object, SERVER_SNIPPET_ANNOTATION) {
+        check_header_forms(&object, SERVER_SNIPPET_ANNOTATION, snippet, has_header, settings, findings);
+    }
+}
+
+/// SPEC §2 wrong forms (denied) and the legacy header (warned) in the request headers that the
+/// user's own lines of `snippet` set; the divert block's lines are the webhook's, not checked.
+fn check_header_forms(
+    object: &str,
+    annotation: &str,
+    snippet: &str,
+    has_header: bool,
+    settings: &Settings,
+    findings: &mut Findings,
+) {
+    // Warnings are short: the annotation's name without its prefix.
+    let short = annotation.rsplit('/').next().unwrap_or(annotation);
+    for directive in user_directives(snippet) {
+        let line = directive.line;
+        for header in header_settings(&directive) {
+            if let Some(problem) = wrong_header_name(&header.name) {
+                findings.deny(
+                    "wrong-header-form",
+                    format!(
+                        "{object}: {}: {problem}; or delete the line and set {HEADER_ANNOTATION}: <namespace> \
+                         to have divert-webhook add it",
+                        snippet_field(annotation, line)
+                    ),
+                );
+            } else if header.name.eq_ignore_ascii_case(BAGGAGE_HEADER) {
+                if let Some(problem) = wrong_baggage_value(&header.value) {
+                    findings
+                        .deny("wrong-header-form", format!("{object}: {}: {problem}", snippet_field(annotation, line)));
+                } else if has_header {
+                    findings.warn(format!(
+                        "{short} line {line} sets {BAGGAGE_HEADER} too; delete it, divert-webhook sets it from {HEADER_ANNOTATION}"
+                    ));
+                }
+            } else if header.name.eq_ignore_ascii_case(LEGACY_HEADER) {
+                let state = if settings.legacy_header { "deprecated" } else { "deprecated and off here" };
+                findings.warn(format!(
+                    "{short} line {line}: {LEGACY_HEADER} is {state}; use {BAGGAGE_HEADER}: {BAGGAGE_MEMBER}=<namespace>"
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::rules::{self, Kind};
+    use crate::selector::Selector;
+
+    fn nginx(legacy_header: bool) -> Settings {
+        let mut settings = Settings::new(Driver::Nginx, Selector::everything(), None, &[]);
+        settings.legacy_header = legacy_header;
+        settings
+    }
+
+    fn ingress(annotations: Value) -> Value {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "web", "namespace": "cindy", "annotations": annotations},
+            "spec": {"rules": [{"host": "web.example.com"}]}
+        })
+    }
+
+    fn subject(object: &Value) -> Subject<'_> {
+        Subject { kind: Kind::Ingress, namespace: "cindy", name: "web", object }
+    }
+
+    fn mutated(object: &Value, settings: &Settings) -> Value {
+        let mut copy = object.clone();
+        rules::mutate(&subject(object), &mut copy, settings);
+        copy
+    }
+
+    fn snippet_of(object: &Value) -> Option<&str> {
+        object["metadata"]["annotations"].get(SNIPPET_ANNOTATION).and_then(Value::as_str)
+    }
+
+    #[test]
+    fn header_annotation_adds_the_block_under_the_nginx_driver_only() {
+        let object = ingress(json!({HEADER_ANNOTATION: "cindy"}));
+        assert_eq!(snippet_of(&mutated(&object, &nginx(false))), Some(divert_block("cindy", false).as_str()));
+        assert_eq!(mutated(&object, &Settings::default()), object, "istio driver leaves Ingresses alone");
+        let mut protected = nginx(false);
+        protected.protected_namespaces.insert("cindy".into());
+        assert_eq!(mutated(&object, &protected), object);
+    }
+
+    #[test]
+    fn invalid_keys_never_reach_the_snippet() {
+        for bad in [json!("cindy; return 200"), json!("Cindy"), json!(7), json!(null)] {
+            let object = ingress(json!({HEADER_ANNOTATION: bad, SNIPPET_ANNOTATION: "a b;\n"}));
+            assert_eq!(mutated(&object, &nginx(false)), object, "{bad}");
+            let findings = rules::validate(&subject(&object), &nginx(false));
+            assert_eq!(findings.denials.len(), 1, "{bad}: {findings:?}");
+            assert_eq!(findings.denials[0].reason, "invalid-divert-annotation");
+            assert!(findings.denials[0].message.contains(r#"metadata.annotations["divert.okteto.com/header"]"#));
+        }
+    }
+
+    #[test]
+    fn odd_shapes_are_answered_without_panicking() {
+        for annotations in [json!("a string"), json!([1, 2]), json!(null), json!({SNIPPET_ANNOTATION: {"x": 1}})] {
+            let object = ingress(annotations);
+            assert_eq!(mutated(&object, &nginx(true)), object);
+            let _ = rules::validate(&subject(&object), &nginx(true));
+        }
+        let object = json!({"kind": "Ingress", "metadata": "nope"});
+        assert_eq!(mutated(&object, &nginx(false)), object);
+        let object = ingress(json!({HEADER_ANNOTATION: "cindy", SNIPPET_ANNOTATION: 3}));
+        assert_eq!(mutated(&object, &nginx(false)), object);
+        let findings = rules::validate(&subject(&object), &nginx(false));
+        assert!(findings.denials[0].message.contains("configuration-snippet\"] is not a string"), "{findings:?}");
+    }
+
+    #[test]
+    fn broken_markers_are_left_alone_and_denied() {
+        let snippet = "add_header X-User 1;\n# divert-webhook begin\nproxy_set_header baggage x;\n";
+        let object = ingress(json!({HEADER_ANNOTATION: "cindy", SNIPPET_ANNOTATION: snippet}));
+        assert_eq!(mutated(&object, &nginx(false)), object);
+        let findings = rules::validate(&subject(&object), &nginx(false));
+        assert_eq!(findings.denials.len(), 1, "{findings:?}");
+        assert_eq!(findings.denials[0].reason, "malformed-divert-block");
+        let message = &findings.denials[0].message;
+        assert!(message.starts_with("Ingress cindy/web: "), "{message}");
+        assert!(message.contains(r#"["nginx.ingress.kubernetes.io/configuration-snippet"] line 2"#), "{message}");
+        assert!(message.contains("restore the missing marker line"), "{message}");
+    }
+}

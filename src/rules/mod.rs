@@ -5,9 +5,11 @@
 //! One module per kind. Mutation edits a copy of the raw JSON (never a typed struct, which
 //! would drop fields it does not know); [`crate::patch::diff`] turns the edit into a JSONPatch.
 
+pub mod baggage;
 pub mod divert;
 pub mod ingress;
 pub mod namespace;
+mod nginx_snippet;
 pub mod virtual_service;
 
 use serde_json::Value;

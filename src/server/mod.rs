@@ -1,16 +1,225 @@
-//! `divert-webhook serve`: the HTTPS admission server and the plain-HTTP metrics port.
-//! (Being built: issue 2.)
+//! `divert-webhook serve`: the HTTPS admission server and the plain-HTTP metrics port
+//! (SPEC §8, §9; operator docs: docs/operating.md).
+//!
+//! [`Server::bind`] binds both ports and loads the certificate; [`Server::run`] serves until the
+//! given shutdown future completes, then drains. [`serve`] is bind + run with SIGTERM/SIGINT.
+//! Tests run the same [`Server`] in-process on port 0.
+
+mod connection;
+mod duration;
+mod http;
+mod metrics;
+mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use duration::parse_duration;
+pub use metrics::Metrics;
 
 use crate::settings::Settings;
+use connection::ConnectionLimits;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Largest AdmissionReview body accepted (SPEC §8); larger bodies get 413.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Flags of `serve` only; the rule flags are shared with the offline commands (see `cli`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
-    /// Address of the HTTPS admission endpoints.
+    /// Address of the HTTPS admission endpoints (/mutate, /validate).
     #[arg(long, env = "DIVERT_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
-    pub addr: std::net::SocketAddr,
+    pub addr: SocketAddr,
+    /// Address of the plain-HTTP port serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "DIVERT_WEBHOOK_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    /// Serving certificate (PEM, leaf first); re-read when it changes on disk.
+    #[arg(long, env = "DIVERT_WEBHOOK_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1); re-read with it.
+    #[arg(long, env = "DIVERT_WEBHOOK_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Make a CA and a certificate for localhost and 127.0.0.1 at start instead of --tls-cert/--tls-key.
+    #[arg(long, env = "DIVERT_WEBHOOK_SELF_SIGNED")]
+    pub self_signed: bool,
+    /// With --self-signed: write the CA certificate (PEM) a client needs to verify the server here.
+    #[arg(long, env = "DIVERT_WEBHOOK_WRITE_CA")]
+    pub write_ca: Option<PathBuf>,
+    /// Require client certificates signed by a CA in this PEM file.
+    #[arg(long, env = "DIVERT_WEBHOOK_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// How long to keep serving after SIGTERM while /readyz fails (e.g. 5s, 500ms, 5).
+    #[arg(long, env = "DIVERT_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Upper bound for finishing in-flight requests once the listener closed; then connections are cut.
+    #[arg(long, env = "DIVERT_WEBHOOK_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// A new connection must finish the TLS handshake and send its first request head within this.
+    #[arg(long, env = "DIVERT_WEBHOOK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// An HTTP/1.1 keep-alive connection idle this long (or this slow sending a request head) is closed.
+    #[arg(long, env = "DIVERT_WEBHOOK_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Deadline for a review when the request has no ?timeout=, and the cap on a larger one.
+    #[arg(long, env = "DIVERT_WEBHOOK_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// How often --tls-cert and --tls-key are checked for changes.
+    #[arg(long, env = "DIVERT_WEBHOOK_CERT_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// Log line format on stderr.
+    #[arg(long, env = "DIVERT_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
-pub async fn serve(_args: ServeArgs, _settings: Settings) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    Err("serve is not built yet".into())
+/// A bound, ready-to-run server. Nothing is served until [`Server::run`].
+pub struct Server {
+    args: ServeArgs,
+    https: TcpListener,
+    metrics_listener: TcpListener,
+    https_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    tls: tls::Tls,
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// Loads (or makes) the certificate, then binds the HTTPS and metrics ports.
+    pub async fn bind(args: ServeArgs, settings: Settings) -> Result<Server, Error> {
+        let metrics = Arc::new(Metrics::new());
+        let tls = tls::Tls::from_args(&args, &metrics)?;
+        let https = TcpListener::bind(args.addr).await.map_err(|e| format!("binding --addr {}: {e}", args.addr))?;
+        let metrics_listener = TcpListener::bind(args.metrics_addr)
+            .await
+            .map_err(|e| format!("binding --metrics-addr {}: {e}", args.metrics_addr))?;
+        Ok(Server {
+            https_addr: https.local_addr()?,
+            metrics_addr: metrics_listener.local_addr()?,
+            https,
+            metrics_listener,
+            tls,
+            settings: Arc::new(settings),
+            metrics,
+            args,
+        })
+    }
+
+    /// The bound HTTPS address (the real port when --addr asked for port 0).
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Serves until `shutdown` completes, then: /readyz fails, serving goes on for the shutdown
+    /// delay, the listener closes, in-flight requests finish and idle connections close (bounded
+    /// by the drain timeout). Returns once everything is closed.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let Server { args, https, metrics_listener, https_addr, metrics_addr, tls, settings, metrics } = self;
+        let ready = Arc::new(AtomicBool::new(true));
+        let limits = ConnectionLimits {
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            drain_timeout: args.drain_timeout,
+        };
+
+        let reloader = tls.watch_files(args.cert_reload_interval, metrics.clone());
+        let admission = http::admission_router(settings, metrics.clone(), args.request_timeout);
+        let (https_drain, https_draining) = watch::channel(false);
+        let https_task = tokio::spawn(connection::accept_loop(
+            https,
+            Some((tls.acceptor(), metrics.clone())),
+            admission,
+            limits,
+            https_draining,
+        ));
+        let (metrics_drain, metrics_draining) = watch::channel(false);
+        let metrics_task = tokio::spawn(connection::accept_loop(
+            metrics_listener,
+            None,
+            http::metrics_router(metrics.clone(), ready.clone()),
+            limits,
+            metrics_draining,
+        ));
+        tracing::info!(%https_addr, %metrics_addr, "serving");
+
+        shutdown.await;
+        ready.store(false, Ordering::SeqCst);
+        tracing::info!(delay = ?args.shutdown_delay, "shutdown began: /readyz fails, still serving for the shutdown delay");
+        tokio::time::sleep(args.shutdown_delay).await;
+        tracing::info!(drain_timeout = ?args.drain_timeout, "closing the listener, finishing in-flight requests");
+        let _ = https_drain.send(true);
+        let https_result = https_task.await;
+        let _ = metrics_drain.send(true);
+        let metrics_result = metrics_task.await;
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
+        https_result?;
+        metrics_result?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Logs to stderr in the chosen format; `RUST_LOG` refines the level (default `info`).
+/// Keeps an already installed subscriber (tests install none or their own).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// `divert-webhook serve`: bind, then run until SIGTERM or SIGINT.
+pub async fn serve(args: ServeArgs, settings: Settings) -> Result<(), Error> {
+    init_logging(args.log_format);
+    let server = Server::bind(args, settings).await?;
+    server.run(shutdown_signal()).await
+}
+
+/// Completes on SIGTERM (the kubelet stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            }
+            _ => {
+                tracing::error!("cannot install signal handlers; only Ctrl-C will stop the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -37,14 +37,15 @@ pub fn review_of(object: &Value) -> Value {
     let mut request = json!({
         "uid": "3c8b0d5e-6d62-4f8a-9a4b-7d1b2c3e4f50",
         "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
-        "name": object.pointer("/metadata/name").cloned().unwrap_or(json!("")),
+        "name": object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""),
         "operation": "CREATE",
         "userInfo": {"username": "cindy@example.com", "groups": ["system:authenticated"]},
         "object": object, "oldObject": null, "dryRun": false,
         "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
     });
     if kind != "Namespace" {
-        request["namespace"] = object.pointer("/metadata/namespace").cloned().unwrap_or(json!("default"));
+        request["namespace"] =
+            json!(object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default"));
     }
     json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": request})
 }

@@ -1,8 +1,556 @@
-//! SPEC §4: divert routes of a shared VirtualService. (Being built: issue 3.)
+//! SPEC §4: divert routes of a shared VirtualService.
+//!
+//! Every run starts from scratch: routes named `okteto-divert-*` are removed, then one clone
+//! per (divert entry, selected forwarding http route) is generated from the current
+//! annotations and put right before its original. The originals are never edited, so the
+//! result depends only on the originals and the annotations: running it on its own output
+//! changes nothing, and without annotations it gives back the original routes.
+//!
+//! Malformed divert entries are skipped without a warning: validation (§7) denies them with
+//! the full message, and a second, vaguer sentence here would only repeat it.
 
-use serde_json::Value;
+use std::collections::BTreeSet;
 
+use serde_json::{Map, Value};
+
+use super::annotations::{self, Entry};
+use crate::rules::baggage::divert_pattern;
+use crate::rules::divert::{BAGGAGE_HEADER, GENERATED_ROUTE_PREFIX, LEGACY_HEADER};
 use crate::rules::{Findings, Subject};
 use crate::settings::Settings;
 
-pub fn mutate(_subject: &Subject<'_>, _object: &mut Value, _settings: &Settings, _findings: &mut Findings) {}
+/// Route fields that make a route answer or hand off instead of forwarding (SPEC §4).
+const NOT_FORWARDING: [&str; 3] = ["redirect", "directResponse", "delegate"];
+
+/// What every clone of one VirtualService needs to know.
+struct Context<'a> {
+    namespace: &'a str,
+    settings: &'a Settings,
+}
+
+/// Why a selected route is not cloned; each becomes one warning.
+enum Skip {
+    NotForwarding,
+    NotAMap,
+    Unreadable(String),
+    NothingToRewrite,
+}
+
+pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
+    let entries: Vec<Entry> =
+        annotations::entries(subject.object, subject.namespace).into_iter().filter_map(Result::ok).collect();
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        if !entries.is_empty() {
+            findings.warn("divert annotations are set but the VirtualService has no spec; nothing is diverted");
+        }
+        return;
+    };
+    let has_hosts = spec.get("hosts").and_then(Value::as_array).is_some_and(|h| !h.is_empty());
+    if !has_hosts {
+        // A delegate VirtualService (no hosts): SPEC §4.7 leaves it alone.
+        if !entries.is_empty() {
+            findings.warn("this VirtualService has no hosts (a delegate): divert it on its root VirtualService");
+        }
+        return;
+    }
+    let other_route_names: BTreeSet<String> = ["tcp", "tls"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(route_name)
+        .map(str::to_string)
+        .collect();
+    let http = match spec.get_mut("http") {
+        Some(Value::Array(http)) => http,
+        None | Some(Value::Null) => {
+            for entry in &entries {
+                findings.warn(format!("divert of {}: this VirtualService has no http routes", short(&entry.key)));
+            }
+            return;
+        }
+        Some(_) => {
+            if !entries.is_empty() {
+                findings.warn("spec.http is not a list: no divert routes are generated");
+            }
+            return;
+        }
+    };
+
+    let (removed, originals): (Vec<Value>, Vec<Value>) =
+        std::mem::take(http).into_iter().partition(|route| route_name(route).is_some_and(is_generated_name));
+    let context = Context { namespace: subject.namespace, settings };
+    let mut warnings = Vec::new();
+    let mut clones: Vec<Vec<Value>> = vec![Vec::new(); originals.len()];
+    let mut generated: BTreeSet<String> = BTreeSet::new();
+    let mut cloned: BTreeSet<(&str, usize)> = BTreeSet::new();
+
+    for entry in &entries {
+        let key = short(&entry.key);
+        let selected = select_routes(entry, &originals, &other_route_names, &mut warnings);
+        if selected.is_empty() && entry.routes.is_none() {
+            warnings.push(format!("divert of {key}: this VirtualService has no http routes"));
+        }
+        for (index, named) in selected {
+            let route = &originals[index];
+            if !cloned.insert((entry.key.as_str(), index)) {
+                continue; // two entries for the same developer select the same route
+            }
+            let name = clone_name(&entry.key, route, index);
+            let label = route_label(route, index);
+            if generated.contains(&name) {
+                // e.g. developer `a` on route `b-c` and developer `a-b` on route `c`
+                warnings
+                    .push(format!("divert of {key}: route {label} would get a clone name already in use; rename it"));
+                continue;
+            }
+            match clone_route(route, &name, &label, &entry.key, &context, &mut warnings) {
+                Ok(clone) => {
+                    clones[index].push(clone);
+                    generated.insert(name);
+                }
+                Err(Skip::NotForwarding) if named => warnings.push(format!(
+                    "divert of {key}: route {label} does not forward (redirect, directResponse or delegate)"
+                )),
+                Err(Skip::NotForwarding) => {}
+                Err(Skip::NotAMap) => warnings.push(format!("spec.http[{index}] is not a map: it is not diverted")),
+                Err(Skip::Unreadable(what)) => warnings.push(format!("route {label}: {what}: it is not diverted")),
+                Err(Skip::NothingToRewrite) => warnings.push(format!(
+                    "route {label} has no destination in namespace {}: not diverted",
+                    short(context.namespace)
+                )),
+            }
+        }
+    }
+
+    for route in &removed {
+        let name = route_name(route).unwrap_or_default();
+        if !generated.contains(name) {
+            warnings.push(format!("removed route {}: no divert annotation generates it any more", short(name)));
+        }
+    }
+    for (original, clones) in originals.into_iter().zip(clones) {
+        http.extend(clones);
+        http.push(original);
+    }
+    let mut seen = BTreeSet::new();
+    for warning in warnings {
+        if seen.insert(warning.clone()) {
+            findings.warn(warning);
+        }
+    }
+}
+
+/// The http routes `entry` diverts, as (index among the originals, named explicitly). Names
+/// that are not http routes are reported in `warnings`.
+fn select_routes(
+    entry: &Entry,
+    originals: &[Value],
+    other_route_names: &BTreeSet<String>,
+    warnings: &mut Vec<String>,
+) -> Vec<(usize, bool)> {
+    let Some(names) = &entry.routes else { return (0..originals.len()).map(|i| (i, false)).collect() };
+    let key = short(&entry.key);
+    let mut selected = Vec::new();
+    for name in names {
+        match originals.iter().position(|r| route_name(r) == Some(name.as_str())) {
+            Some(i) => selected.push((i, true)),
+            None if other_route_names.contains(name) => warnings.push(format!(
+                "divert of {key}: route {} is a tcp/tls route; only http routes are diverted",
+                short(name)
+            )),
+            None => warnings.push(format!("divert of {key}: there is no http route named {}", short(name))),
+        }
+    }
+    selected
+}
+
+/// `name` of a route, if it is a non-empty string.
+fn route_name(route: &Value) -> Option<&str> {
+    route.get("name").and_then(Value::as_str).filter(|n| !n.is_empty())
+}
+
+/// Does this http route forward (`route:`), rather than redirect, answer or delegate?
+pub(super) fn forwards(route: &Map<String, Value>) -> bool {
+    route.contains_key("route") && !NOT_FORWARDING.iter().any(|k| route.contains_key(*k))
+}
+
+/// Routes with this name prefix are the webhook's own (SPEC §4.1) and are regenerated.
+pub fn is_generated_name(name: &str) -> bool {
+    name.starts_with(GENERATED_ROUTE_PREFIX)
+}
+
+/// `okteto-divert-<key>-<name>`, or `…-<index>` for an unnamed route (SPEC §4.1).
+fn clone_name(key: &str, route: &Value, index: usize) -> String {
+    match route_name(route) {
+        Some(name) => format!("{GENERATED_ROUTE_PREFIX}{key}-{name}"),
+        None => format!("{GENERATED_ROUTE_PREFIX}{key}-{index}"),
+    }
+}
+
+/// How warnings name a route: its name, or `spec.http[i]`.
+fn route_label(route: &Value, index: usize) -> String {
+    route_name(route).map(short).unwrap_or_else(|| format!("spec.http[{index}]"))
+}
+
+/// The clone of `route` for divert key `key`, or why there is none. Warnings about single
+/// match entries that are left out go to `warnings`.
+fn clone_route(
+    route: &Value,
+    name: &str,
+    label: &str,
+    key: &str,
+    context: &Context<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Value, Skip> {
+    let route = route.as_object().ok_or(Skip::NotAMap)?;
+    if !forwards(route) {
+        return Err(Skip::NotForwarding);
+    }
+    let Some(destinations) = route.get("route").and_then(Value::as_array) else {
+        return Err(Skip::Unreadable("its route: is not a list".into()));
+    };
+    let matches = clone_matches(route.get("match"), key, context.settings, label, warnings)?;
+    let destinations = rewrite_destinations(destinations, key, context).ok_or(Skip::NothingToRewrite)?;
+
+    let mut clone = Map::with_capacity(route.len() + 2);
+    clone.insert("name".into(), Value::String(name.to_string()));
+    if !route.contains_key("match") {
+        clone.insert("match".into(), Value::Null); // placeholder keeps name, match first
+    }
+    for (field, value) in route {
+        if field != "name" {
+            clone.insert(field.clone(), value.clone());
+        }
+    }
+    clone.insert("match".into(), Value::Array(matches));
+    clone.insert("route".into(), Value::Array(destinations));
+    Ok(Value::Object(clone))
+}
+
+/// The clone's match entries (SPEC §4.2): each entry of the original with the baggage
+/// condition added (and, with `--legacy-header`, once more with the legacy header instead);
+/// one entry with only the condition when the original matches everything.
+fn clone_matches(
+    original: Option<&Value>,
+    key: &str,
+    settings: &Settings,
+    label: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Value>, Skip> {
+    let empty = Map::new();
+    let entries: Vec<&Map<String, Value>> = match original {
+        None | Some(Value::Null) => vec![&empty],
+        Some(Value::Array(list)) if list.is_empty() => vec![&empty],
+        Some(Value::Array(list)) => {
+            let mut usable = Vec::with_capacity(list.len());
+            for (i, entry) in list.iter().enumerate() {
+                let Some(entry) = entry.as_object() else {
+                    return Err(Skip::Unreadable(format!("match[{i}] is not a map")));
+                };
+                match entry.get("headers") {
+                    None | Some(Value::Null) => usable.push(entry),
+                    Some(Value::Object(headers)) if headers.keys().any(|h| is_baggage_condition(h)) => warnings.push(
+                        format!("route {label}: match[{i}] already tests the baggage header; it is not diverted"),
+                    ),
+                    Some(Value::Object(_)) => usable.push(entry),
+                    Some(_) => return Err(Skip::Unreadable(format!("match[{i}].headers is not a map"))),
+                }
+            }
+            if usable.is_empty() {
+                return Err(Skip::Unreadable("every match entry already tests baggage".into()));
+            }
+            usable
+        }
+        Some(_) => return Err(Skip::Unreadable("match is not a list".into())),
+    };
+    let baggage = (BAGGAGE_HEADER, serde_json::json!({ "regex": divert_pattern(key) }));
+    let legacy = (LEGACY_HEADER, serde_json::json!({ "exact": key }));
+    let mut out = Vec::with_capacity(entries.len() * 2);
+    for entry in entries {
+        out.push(with_header_condition(entry, &baggage));
+        if settings.legacy_header {
+            out.push(with_header_condition(entry, &legacy));
+        }
+    }
+    Ok(out)
+}
+
+/// A header condition on the divert header (or its legacy form): such a match entry is
+/// someone's own divert rule and is not combined with ours.
+fn is_baggage_condition(header: &str) -> bool {
+    header.eq_ignore_ascii_case(BAGGAGE_HEADER) || header.eq_ignore_ascii_case(LEGACY_HEADER)
+}
+
+fn with_header_condition(entry: &Map<String, Value>, (header, condition): &(&str, Value)) -> Value {
+    let mut entry = entry.clone();
+    let headers = entry.entry("headers").or_insert_with(|| Value::Object(Map::new()));
+    if let Some(headers) = headers.as_object_mut() {
+        headers.insert(header.to_string(), condition.clone());
+    } else {
+        *headers = serde_json::json!({ *header: condition });
+    }
+    Value::Object(entry)
+}
+
+/// The clone's destinations (SPEC §4.4), or `None` if no destination is in the VirtualService's
+/// namespace. Rewritten destinations lose `subset`; rewritten destinations that are then
+/// identical (apart from `weight`) are merged with their weights summed; a lone destination
+/// loses `weight`. Everything else is kept as it is.
+fn rewrite_destinations(destinations: &[Value], key: &str, context: &Context<'_>) -> Option<Vec<Value>> {
+    let mut out: Vec<Value> = Vec::with_capacity(destinations.len());
+    let mut rewritten: Vec<bool> = Vec::with_capacity(destinations.len());
+    for destination in destinations {
+        let host = destination.pointer("/destination/host").and_then(Value::as_str);
+        let Some(host) = host.and_then(|h| developer_host(h, key, context)) else {
+            out.push(destination.clone());
+            rewritten.push(false);
+            continue;
+        };
+        let mut new = destination.clone();
+        if let Some(target) = new.get_mut("destination").and_then(Value::as_object_mut) {
+            target.insert("host".into(), Value::String(host));
+            target.remove("subset");
+        }
+        let same = out.iter_mut().zip(&rewritten).find(|(other, was)| **was && same_but_weight(other, &new));
+        if !same.is_some_and(|(other, _)| merge_weight(other, &new)) {
+            out.push(new);
+            rewritten.push(true);
+        }
+    }
+    if !rewritten.contains(&true) {
+        return None;
+    }
+    if let [lone] = out.as_mut_slice()
+        && let Some(lone) = lone.as_object_mut()
+    {
+        lone.remove("weight");
+    }
+    Some(out)
+}
+
+fn same_but_weight(a: &Value, b: &Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            let counted = |m: &Map<String, Value>| m.keys().filter(|k| *k != "weight").count();
+            counted(a) == counted(b) && a.iter().filter(|(k, _)| *k != "weight").all(|(k, v)| b.get(k) == Some(v))
+        }
+        _ => false,
+    }
+}
+
+/// Adds `from`'s weight to `into`'s. False (nothing changed) when a weight is not an integer:
+/// such destinations are kept apart rather than guessed at.
+fn merge_weight(into: &mut Value, from: &Value) -> bool {
+    let weight = |v: &Value| match v.get("weight") {
+        None | Some(Value::Null) => Some(None),
+        Some(w) => w.as_i64().map(Some),
+    };
+    let (Some(a), Some(b)) = (weight(into), weight(from)) else { return false };
+    let Some(into) = into.as_object_mut() else { return false };
+    if a.is_some() || b.is_some() {
+        into.insert("weight".into(), (a.unwrap_or(0) + b.unwrap_or(0)).into());
+    }
+    true
+}
+
+/// `svc.<key>.svc.<domain>` when `host` names a Service of the VirtualService's own namespace
+/// (`svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<domain>`); `None` for every other host.
+fn developer_host(host: &str, key: &str, context: &Context<'_>) -> Option<String> {
+    if host.contains('*') {
+        return None;
+    }
+    let (namespace, domain) = (context.namespace, context.settings.cluster_domain.as_str());
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let mut parts = host.splitn(4, '.');
+    let service = parts.next().filter(|s| !s.is_empty())?;
+    let in_namespace = match (parts.next(), parts.next(), parts.next()) {
+        (None, None, None) => true,
+        (Some(ns), None, None) | (Some(ns), Some("svc"), None) => eq(ns, namespace),
+        (Some(ns), Some("svc"), Some(rest)) => eq(ns, namespace) && eq(rest, domain),
+        _ => false,
+    };
+    in_namespace.then(|| format!("{service}.{key}.svc.{domain}"))
+}
+
+/// User-written names in warnings are cut so that a sentence stays under 120 characters.
+fn short(s: &str) -> String {
+    const MAX: usize = 32;
+    if s.chars().count() <= MAX { s.to_string() } else { s.chars().take(MAX - 1).collect::<String>() + "…" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Kind;
+    use serde_json::json;
+
+    const HASH: &str = "divert.okteto.com/2615052508acbfaddeba0eeded4131631ea31a02";
+
+    fn vs(annotations: Value, spec: Value) -> Value {
+        json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "vs", "namespace": "staging", "annotations": annotations},
+            "spec": spec,
+        })
+    }
+
+    fn run(object: &Value, settings: &Settings) -> (Value, Vec<String>) {
+        let subject = Subject { kind: Kind::VirtualService, namespace: "staging", name: "vs", object };
+        let mut out = object.clone();
+        let mut findings = Findings::default();
+        mutate(&subject, &mut out, settings, &mut findings);
+        (out, findings.warnings)
+    }
+
+    fn names(object: &Value) -> Vec<String> {
+        object["spec"]["http"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.get("name").and_then(Value::as_str).unwrap_or("-").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn hosts_of_the_own_namespace_are_rewritten() {
+        let settings = Settings::default();
+        let context = Context { namespace: "staging", settings: &settings };
+        let want = Some("api.cindy.svc.cluster.local".to_string());
+        for host in ["api", "api.staging", "api.staging.svc", "api.staging.svc.cluster.local", "API.Staging"] {
+            let got = developer_host(host, "cindy", &context);
+            assert_eq!(got.map(|h| h.to_lowercase()), want, "{host}");
+        }
+        for host in
+            ["api.other", "api.other.svc.cluster.local", "api.staging.svc.example.org", "*.staging", "a.com", ""]
+        {
+            assert_eq!(developer_host(host, "cindy", &context), None, "{host}");
+        }
+        let custom = Settings { cluster_domain: "corp.internal".into(), ..Settings::default() };
+        let context = Context { namespace: "staging", settings: &custom };
+        assert_eq!(
+            developer_host("api.staging.svc.corp.internal", "x", &context).as_deref(),
+            Some("api.x.svc.corp.internal")
+        );
+        assert_eq!(developer_host("api.staging.svc.cluster.local", "x", &context), None);
+    }
+
+    #[test]
+    fn two_entries_in_key_order_and_regeneration() {
+        let spec = json!({"hosts": ["api"], "http": [{"name": "api", "route": [{"destination": {"host": "api"}}]}]});
+        let object = vs(
+            json!({"divert.okteto.com/zed-app": r#"{"namespace":"zed"}"#, HASH: r#"{"namespace":"cindy"}"#}),
+            spec.clone(),
+        );
+        let (out, warnings) = run(&object, &Settings::default());
+        assert_eq!(names(&out), ["okteto-divert-cindy-api", "okteto-divert-zed-api", "api"]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (again, warnings) = run(&out, &Settings::default());
+        assert_eq!(again, out);
+        assert!(warnings.is_empty(), "{warnings:?}");
+
+        // zed's entry goes: its route goes, named in a warning; the rest is kept.
+        let mut fewer = out.clone();
+        fewer["metadata"]["annotations"].as_object_mut().unwrap().remove("divert.okteto.com/zed-app");
+        let (out, warnings) = run(&fewer, &Settings::default());
+        assert_eq!(names(&out), ["okteto-divert-cindy-api", "api"]);
+        assert_eq!(warnings, ["removed route okteto-divert-zed-api: no divert annotation generates it any more"]);
+    }
+
+    #[test]
+    fn duplicate_entries_for_one_developer_give_one_clone_per_route() {
+        let spec = json!({"hosts": ["h"], "http": [
+            {"name": "a", "route": [{"destination": {"host": "a"}}]},
+            {"name": "b", "route": [{"destination": {"host": "b"}}]},
+        ]});
+        let object = vs(
+            json!({
+                HASH: r#"{"namespace":"cindy","routes":["a"]}"#,
+                "divert.okteto.com/cindy-other": r#"{"namespace":"cindy","routes":["a","b"]}"#,
+            }),
+            spec,
+        );
+        let (out, _) = run(&object, &Settings::default());
+        assert_eq!(names(&out), ["okteto-divert-cindy-a", "a", "okteto-divert-cindy-b", "b"]);
+    }
+
+    #[test]
+    fn odd_input_is_skipped_with_a_warning_never_a_panic() {
+        let entry = json!({ HASH: r#"{"namespace":"cindy"}"# });
+        let specs = [
+            json!(null),
+            json!({"hosts": ["h"], "http": "nope"}),
+            json!({"hosts": ["h"], "http": [1, "x", null, {"route": "x"}, {"route": [1, {"destination": 3}]}]}),
+            json!({"hosts": ["h"], "http": [{"match": "x", "route": [{"destination": {"host": "a"}}]}]}),
+            json!({"hosts": ["h"], "http": [{"match": [1], "route": [{"destination": {"host": "a"}}]}]}),
+            json!({"hosts": ["h"], "http": [{"match": [{"headers": 1}], "route": [{"destination": {"host": "a"}}]}]}),
+            json!({"hosts": ["h"], "http": [{"name": 7, "route": [{"destination": {"host": 7, "subset": 1}, "weight": "x"}]}]}),
+            json!({"hosts": "h", "http": []}),
+            json!({"hosts": ["h"], "tcp": [{"name": "t"}]}),
+        ];
+        for spec in specs {
+            let object = vs(entry.clone(), spec.clone());
+            let (out, warnings) = run(&object, &Settings::default());
+            assert_eq!(out["spec"], object["spec"], "{spec}");
+            assert!(!warnings.is_empty(), "{spec}");
+            assert!(warnings.iter().all(|w| w.chars().count() < 120), "{warnings:?}");
+        }
+    }
+
+    #[test]
+    fn warnings_stay_short_with_long_names() {
+        let long = "r".repeat(200);
+        let key = "k".repeat(63);
+        let object = vs(
+            json!({ HASH: format!(r#"{{"namespace":"{key}","routes":["{long}","x{long}"]}}"#) }),
+            json!({"hosts": ["h"], "http": [
+                {"name": long, "route": [{"destination": {"host": "ext.example.com"}}]},
+                {"name": format!("okteto-divert-{long}"), "route": []},
+            ]}),
+        );
+        let (_, warnings) = run(&object, &Settings::default());
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings.iter().all(|w| w.chars().count() < 120), "{warnings:?}");
+    }
+
+    #[test]
+    fn clashing_clone_names_are_reported() {
+        let spec = json!({"hosts": ["h"], "http": [
+            {"name": "b-c", "route": [{"destination": {"host": "x"}}]},
+            {"name": "c", "route": [{"destination": {"host": "y"}}]},
+        ]});
+        let object = vs(
+            json!({
+                "divert.okteto.com/a-1": r#"{"namespace":"a","routes":["b-c"]}"#,
+                "divert.okteto.com/a-2": r#"{"namespace":"a-b","routes":["c"]}"#,
+            }),
+            spec,
+        );
+        let (out, warnings) = run(&object, &Settings::default());
+        assert_eq!(names(&out), ["okteto-divert-a-b-c", "b-c", "c"]);
+        assert_eq!(warnings, ["divert of a-b: route c would get a clone name already in use; rename it"]);
+    }
+
+    #[test]
+    fn weights_that_are_not_integers_are_not_merged() {
+        let settings = Settings::default();
+        let context = Context { namespace: "staging", settings: &settings };
+        let got = rewrite_destinations(
+            &[
+                json!({"destination": {"host": "r", "subset": "v1"}, "weight": 50}),
+                json!({"destination": {"host": "r", "subset": "v2"}, "weight": "50"}),
+                json!({"destination": {"host": "r", "subset": "v3"}}),
+            ],
+            "cindy",
+            &context,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                json!({"destination": {"host": "r.cindy.svc.cluster.local"}, "weight": 50}),
+                json!({"destination": {"host": "r.cindy.svc.cluster.local"}, "weight": "50"}),
+            ]
+        );
+    }
+}

@@ -1,0 +1,310 @@
+//! The admission endpoints over real TLS sockets with real HTTP clients (SPEC §8).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{RawHttp1, TestServer, fixture, http1_client, metric, post_review, response_patch, review_of, serve_args};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+
+/// A server with --self-signed, and the CA it wrote with --write-ca.
+async fn self_signed_server(extra: &[&str]) -> (TestServer, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    let mut args = vec!["--self-signed", "--write-ca", ca_path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let server = TestServer::start(serve_args(&args)).await;
+    let ca_pem = std::fs::read_to_string(&ca_path).expect("--write-ca wrote the CA");
+    (server, ca_pem, dir)
+}
+
+#[tokio::test]
+async fn managed_namespace_is_patched_and_the_patched_object_needs_no_patch() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    let review = fixture("namespace-create.json");
+
+    let answer = post_review(&client, &server.url("/mutate?timeout=10s"), &review).await;
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+    assert_eq!(answer["response"]["allowed"], true);
+    let patch = response_patch(&answer).expect("a patch");
+    let mut patched = review["request"]["object"].clone();
+    json_patch::patch(&mut patched, &patch).expect("the patch applies to the request object");
+    assert_eq!(
+        patched["metadata"]["labels"],
+        json!({"dev.okteto.com/okteto-managed": "true", "kubernetes.io/metadata.name": "cindy", "istio-injection": "enabled"})
+    );
+    let mut unpatched_rest = patched.clone();
+    unpatched_rest["metadata"]["labels"].as_object_mut().unwrap().remove("istio-injection");
+    assert_eq!(unpatched_rest, review["request"]["object"], "nothing but the label changed");
+
+    let mut again = review.clone();
+    again["request"]["object"] = patched;
+    again["request"]["operation"] = json!("UPDATE");
+    let answer = post_review(&client, &server.url("/mutate?timeout=10s"), &again).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    let response = answer["response"].as_object().unwrap();
+    assert!(!response.contains_key("patch") && !response.contains_key("patchType"), "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_echo_the_uid_and_dry_run_gets_the_same_answer() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    for (path, name) in [("/mutate", "namespace-create.json"), ("/validate", "namespace-mesh-conflict.json")] {
+        let mut review = fixture(name);
+        review["request"]["uid"] = json!(format!("uid-{name}"));
+        let answer = post_review(&client, &server.url(path), &review).await;
+        assert_eq!(answer["response"]["uid"], format!("uid-{name}"));
+        review["request"]["dryRun"] = json!(true);
+        let dry_answer = post_review(&client, &server.url(path), &review).await;
+        assert_eq!(dry_answer, answer, "{path} {name}");
+    }
+    // The validating answer is a denial naming the fix.
+    let answer = post_review(&client, &server.url("/validate"), &fixture("namespace-mesh-conflict.json")).await;
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(answer["response"]["status"]["code"], 403);
+    assert!(answer["response"]["status"]["message"].as_str().unwrap().contains("remove one of them"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_kinds_and_delete_are_allowed_without_patch() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "cindy"},
+                     "spec": {"containers": [{"name": "web", "image": "nginx"}]}});
+    let managed_namespace = fixture("namespace-create.json")["request"]["object"].clone();
+    let reviews = [
+        review_of("pod-create", ("", "v1", "Pod"), "pods", "CREATE", pod),
+        review_of("ns-delete", ("", "v1", "Namespace"), "namespaces", "DELETE", managed_namespace),
+    ];
+    for review in reviews {
+        for path in ["/mutate", "/validate"] {
+            let answer = post_review(&client, &server.url(path), &review).await;
+            assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+            assert_eq!(answer["response"]["allowed"], true, "{path}: {answer}");
+            assert!(answer["response"].get("patch").is_none(), "{path}: {answer}");
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unreadable_bodies_get_400_with_one_line_reason() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    let not_a_review = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod"})).unwrap();
+    for body in [b"{not json at all\n\n".to_vec(), not_a_review, Vec::new()] {
+        let response = client.post(server.url("/mutate")).body(body.clone()).send().await.unwrap();
+        assert_eq!(response.status(), 400);
+        assert_eq!(response.headers()["content-type"], "text/plain; charset=utf-8");
+        let reason = response.text().await.unwrap();
+        let reason = reason.strip_suffix('\n').unwrap();
+        assert!(!reason.is_empty() && !reason.contains('\n'), "{reason:?}");
+    }
+    let response =
+        client.post(server.url("/validate?timeout=soon")).json(&fixture("namespace-create.json")).send().await;
+    let response = response.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("timeout"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_3_mib_get_413() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    let huge = vec![b' '; 4 * 1024 * 1024];
+    let response = client.post(server.url("/mutate")).body(huge.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+
+    // Without a declared length (chunked), the limit stops reading after 3 MiB.
+    let mut raw = RawHttp1::connect(server.https, &ca).await;
+    raw.write(b"POST /mutate HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n").await;
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent <= 3 * 1024 * 1024 {
+        raw.write(format!("{:x}\r\n", chunk.len()).as_bytes()).await;
+        raw.write(&chunk).await;
+        raw.write(b"\r\n").await;
+        sent += chunk.len();
+    }
+    let response = raw.read_response().await.expect("a response");
+    assert_eq!(response.status, 413);
+
+    // A body just under the limit is read (and is not a review).
+    let response = client.post(server.url("/mutate")).body(vec![b' '; 3 * 1024 * 1024]).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn other_paths_404_and_other_methods_405() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    assert_eq!(client.get(server.url("/mutate")).send().await.unwrap().status(), 405);
+    assert_eq!(client.put(server.url("/validate")).send().await.unwrap().status(), 405);
+    assert_eq!(client.post(server.url("/admit")).send().await.unwrap().status(), 404);
+    assert_eq!(client.get(server.url("/metrics")).send().await.unwrap().status(), 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn h2_is_served_through_alpn() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = common::client(&ca, &[b"h2", b"http/1.1"], None);
+    let mut requests = Vec::new();
+    for n in 0..5 {
+        let mut review = fixture("namespace-create.json");
+        review["request"]["uid"] = json!(format!("h2-{n}"));
+        requests.push(client.post(server.url("/mutate?timeout=10s")).json(&review).send());
+    }
+    for (n, response) in futures_join_all(requests).await.into_iter().enumerate() {
+        let response = response.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["response"]["uid"], format!("h2-{n}"));
+        assert!(response_patch(&answer).is_some());
+    }
+    server.stop().await;
+}
+
+/// Awaits the futures concurrently on the current task's runtime.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for handle in handles {
+        outputs.push(handle.await.unwrap());
+    }
+    outputs
+}
+
+#[tokio::test]
+async fn http1_keep_alive_serves_several_reviews_on_one_connection() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let mut connection = RawHttp1::connect(server.https, &ca).await;
+    for n in 0..4 {
+        let mut review = fixture("namespace-create.json");
+        review["request"]["uid"] = json!(format!("keep-alive-{n}"));
+        let path = if n % 2 == 0 { "/mutate?timeout=10s" } else { "/validate?timeout=10s" };
+        let response = connection.post(path, &serde_json::to_vec(&review).unwrap()).await;
+        assert_eq!(response.status, 200);
+        assert_ne!(response.header("connection"), Some("close"));
+        let answer: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(answer["response"]["uid"], format!("keep-alive-{n}"));
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_after_the_header_timeout_while_others_are_served() {
+    let (server, ca, _dir) = self_signed_server(&["--header-read-timeout", "700ms"]).await;
+    let client = http1_client(&ca);
+    let opened = Instant::now();
+    // Sends nothing at all (not even a TLS ClientHello).
+    let mut silent_tcp = tokio::net::TcpStream::connect(server.https).await.unwrap();
+    let silent_tcp = tokio::spawn(async move {
+        let mut byte = [0u8; 1];
+        let read = silent_tcp.read(&mut byte).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "the server sent data: {read:?}");
+        opened.elapsed()
+    });
+    // Finishes the TLS handshake, then sends no request.
+    let mut silent_tls = RawHttp1::connect(server.https, &ca).await;
+    let silent_tls = tokio::spawn(async move { silent_tls.closed_by_server().await });
+
+    let mut served = 0;
+    while !silent_tcp.is_finished() || !silent_tls.is_finished() {
+        let mut review = fixture("namespace-create.json");
+        review["request"]["uid"] = json!(format!("busy-{served}"));
+        let answer = post_review(&client, &server.url("/mutate"), &review).await;
+        assert_eq!(answer["response"]["uid"], format!("busy-{served}"));
+        served += 1;
+        assert!(opened.elapsed() < Duration::from_secs(20), "silent connections were never closed");
+    }
+    let closed_after = silent_tcp.await.unwrap();
+    assert!(closed_after >= Duration::from_millis(700), "closed before the timeout: {closed_after:?}");
+    assert!(silent_tls.await.unwrap());
+    assert!(served > 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_review_past_the_request_timeout_is_abandoned_with_408() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let body = serde_json::to_vec(&fixture("namespace-create.json")).unwrap();
+    let mut connection = RawHttp1::connect(server.https, &ca).await;
+    // The body never completes: the 300ms deadline passes while it is being read.
+    connection.send_head("/mutate?timeout=300ms", body.len()).await;
+    connection.write(&body[..body.len() / 2]).await;
+    let response = connection.read_response().await.expect("an answer at the deadline");
+    assert_eq!(response.status, 408);
+    assert!(String::from_utf8_lossy(&response.body).contains("timeout"));
+    let metrics = server.metrics_text().await;
+    assert_eq!(metric(&metrics, r#"divert_webhook_review_timeouts_total{endpoint="mutate"}"#), 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_the_reviews_sent() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    let patched =
+        r#"divert_webhook_reviews_total{endpoint="mutate",kind="Namespace",operation="CREATE",outcome="patched"}"#;
+    let denied =
+        r#"divert_webhook_reviews_total{endpoint="validate",kind="Namespace",operation="CREATE",outcome="denied"}"#;
+    let other = r#"divert_webhook_reviews_total{endpoint="mutate",kind="other",operation="CREATE",outcome="allowed"}"#;
+    let invalid =
+        r#"divert_webhook_reviews_total{endpoint="mutate",kind="unknown",operation="unknown",outcome="invalid"}"#;
+    let conflict = r#"divert_webhook_denials_total{reason="mesh-conflict"}"#;
+    let latency = r#"divert_webhook_review_duration_seconds_count{endpoint="mutate"}"#;
+
+    let before = server.metrics_text().await;
+    for _ in 0..3 {
+        post_review(&client, &server.url("/mutate"), &fixture("namespace-create.json")).await;
+    }
+    post_review(&client, &server.url("/validate"), &fixture("namespace-mesh-conflict.json")).await;
+    let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "cindy"}});
+    post_review(
+        &client,
+        &server.url("/mutate"),
+        &review_of("cm", ("", "v1", "ConfigMap"), "configmaps", "CREATE", config_map),
+    )
+    .await;
+    assert_eq!(client.post(server.url("/mutate")).body("nope").send().await.unwrap().status(), 400);
+    let after = server.metrics_text().await;
+
+    let delta = |sample: &str| metric(&after, sample) - metric(&before, sample);
+    assert_eq!(delta(patched), 3.0, "{after}");
+    assert_eq!(delta(denied), 1.0, "{after}");
+    assert_eq!(delta(other), 1.0, "{after}");
+    assert_eq!(delta(invalid), 1.0, "{after}");
+    assert_eq!(delta(conflict), 1.0, "{after}");
+    assert_eq!(delta(latency), 5.0, "{after}");
+    assert!(after.contains(r#"divert_webhook_build_info{version=""#));
+    let expiry = metric(&after, "divert_webhook_certificate_expiry_timestamp_seconds");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as f64;
+    assert!(expiry > now, "the self-signed certificate expires in the future: {expiry}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let (server, _ca, _dir) = self_signed_server(&[]).await;
+    let plain = common::plain_client();
+    for path in ["/healthz", "/readyz"] {
+        let response = plain.get(format!("http://{}{path}", server.metrics)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    assert_eq!(plain.get(format!("http://{}/other", server.metrics)).send().await.unwrap().status(), 404);
+    server.stop().await;
+}
