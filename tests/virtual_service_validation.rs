@@ -388,7 +388,6 @@ fn a_route_named_okteto_divert_by_hand_is_not_a_validation_error() {
 }
 
 #[test]
-#[ignore = "needs the §4 mutation (divert_routes.rs, built on branch vs): run once merged"]
 fn what_mutation_generates_passes_validation() {
     // Through the real pipeline, as the apiserver runs it: mutate, apply the patch, validate.
     for settings in [Settings::default(), legacy_on()] {
@@ -428,7 +427,6 @@ fn fields_of_the_wrong_type_get_an_answer_not_a_panic() {
 }
 
 #[test]
-#[ignore = "needs the §4/§5 mutation (divert_routes.rs, header.rs, built on branch vs): run once merged"]
 fn every_corpus_virtual_service_mutated_for_divert_passes_validation() {
     // Each corpus VirtualService, diverted for cindy (§4) and, separately, made a developer
     // VirtualService (§5), then validated as the apiserver would: no denial, ever.
