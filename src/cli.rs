@@ -29,7 +29,7 @@ pub enum Command {
     /// Serve /mutate and /validate over HTTPS, /metrics /healthz /readyz over HTTP.
     Serve {
         #[command(flatten)]
-        serve: ServeArgs,
+        serve: Box<ServeArgs>,
         #[command(flatten)]
         rules: RuleArgs,
     },
@@ -122,7 +122,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve { serve, rules } => {
             let settings = rules.settings();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-            match runtime.block_on(server::serve(serve, settings)) {
+            match runtime.block_on(server::serve(*serve, settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("divert-webhook: {e}");

@@ -101,10 +101,10 @@ fn run(input: &str, settings: &Settings, print_objects: bool) -> Report {
         match process(doc, settings) {
             Ok(p) => {
                 for w in &p.warnings {
-                    report.stderr.push(format!("warning: {}: {w}", p.label));
+                    report.stderr.push(format!("warning: {}", naming(&p.label, w)));
                 }
                 for d in &p.denials {
-                    report.stderr.push(format!("denied: {}: {d}", p.label));
+                    report.stderr.push(format!("denied: {}", naming(&p.label, d)));
                 }
                 if !p.denials.is_empty() {
                     denied += 1;
@@ -129,6 +129,11 @@ fn run(input: &str, settings: &Settings, print_objects: bool) -> Report {
         report.stderr.push(format!("{denied} object(s) denied"));
     }
     report
+}
+
+/// `message` with the object named in front, unless the rule already starts with it.
+fn naming(label: &str, message: &str) -> String {
+    if message.starts_with(label) { message.to_string() } else { format!("{label}: {message}") }
 }
 
 /// Multi-document YAML, `---` between documents.

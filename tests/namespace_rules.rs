@@ -157,7 +157,7 @@ fn both_meshes_on_one_namespace_are_denied_naming_both_markers() {
             all.extend(extra);
             let ns = namespace("both", &all, &[("linkerd.io/inject", annotation)]);
             let message = denied(&ns, &istio());
-            assert!(message.contains("namespace both"), "{message}");
+            assert!(message.starts_with("Namespace both: "), "{message}");
             assert!(message.contains(istio_marker), "{message}");
             assert!(message.contains(&format!("linkerd.io/inject={annotation}")), "{message}");
             assert!(message.contains("remove one"), "{message}");

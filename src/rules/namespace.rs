@@ -68,7 +68,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         Driver::Istio => {
             if markers.istio_injection == Some("disabled") {
                 findings.warn(format!(
-                    "namespace {name} has {ISTIO_INJECTION}=disabled: divert cannot reach pods without Istio sidecars"
+                    "Namespace {name} has {ISTIO_INJECTION}=disabled: divert cannot reach pods without Istio sidecars"
                 ));
             }
             // Already decided by its owner, or wired to the other mesh (validation denies that
@@ -83,7 +83,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         Driver::Nginx => {
             if markers.linkerd_inject == Some("disabled") {
                 findings.warn(format!(
-                    "namespace {name} has {LINKERD_INJECT}=disabled: divert cannot reach pods without Linkerd proxies"
+                    "Namespace {name} has {LINKERD_INJECT}=disabled: divert cannot reach pods without Linkerd proxies"
                 ));
             }
             if markers.linkerd_inject.is_some() || markers.istio_enabled().is_some() {
@@ -105,7 +105,7 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
     {
         findings.deny(
             "invalid-istio-injection",
-            format!("namespace {name}: label {ISTIO_INJECTION}={value:?} is not valid; set it to enabled or disabled"),
+            format!("Namespace {name}: label {ISTIO_INJECTION}={value:?} is not valid; set it to enabled or disabled"),
         );
     }
     if let Some(value) = markers.linkerd_inject
@@ -113,14 +113,14 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
     {
         findings.deny(
             "invalid-linkerd-inject",
-            format!("namespace {name}: annotation {LINKERD_INJECT}={value:?} is not valid; set it to enabled, disabled or ingress"),
+            format!("Namespace {name}: annotation {LINKERD_INJECT}={value:?} is not valid; set it to enabled, disabled or ingress"),
         );
     }
     if let (Some(injection), Some(rev)) = (markers.istio_injection, markers.istio_rev) {
         findings.deny(
             "istio-injection-with-rev",
             format!(
-                "namespace {name}: label {ISTIO_INJECTION}={injection} and label {ISTIO_REV}={rev} are both set; \
+                "Namespace {name}: label {ISTIO_INJECTION}={injection} and label {ISTIO_REV}={rev} are both set; \
                  Istio reads only one of them, remove one"
             ),
         );
@@ -131,7 +131,7 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
         findings.deny(
             "mesh-conflict",
             format!(
-                "namespace {name}: {istio} and {linkerd} both enable a mesh, and both would capture the same pods' traffic; \
+                "Namespace {name}: {istio} and {linkerd} both enable a mesh, and both would capture the same pods' traffic; \
                  remove one of them"
             ),
         );
@@ -142,14 +142,14 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
             (Driver::Istio, _, Some(linkerd)) => findings.deny(
                 "wrong-mesh",
                 format!(
-                    "namespace {name}: {linkerd} enables Linkerd, but this cluster's divert driver is istio; \
+                    "Namespace {name}: {linkerd} enables Linkerd, but this cluster's divert driver is istio; \
                      remove the annotation (divert-webhook adds {ISTIO_INJECTION}=enabled)"
                 ),
             ),
             (Driver::Nginx, Some(istio), _) => findings.deny(
                 "wrong-mesh",
                 format!(
-                    "namespace {name}: {istio} enables Istio, but this cluster's divert driver is nginx (Linkerd); \
+                    "Namespace {name}: {istio} enables Istio, but this cluster's divert driver is nginx (Linkerd); \
                      remove it (divert-webhook adds {LINKERD_INJECT}=enabled)"
                 ),
             ),

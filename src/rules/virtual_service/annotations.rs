@@ -60,7 +60,9 @@ fn parse_entry(annotation: &str, value: &Value, own_namespace: &str) -> Result<E
         Some(_) => return Err(err(format!("\"namespace\" is not a string; {SHAPE}"))),
         None => return Err(err(format!("\"namespace\" is missing; {SHAPE}"))),
     };
-    check_divert_key(&key).map_err(|reason| err(format!("\"namespace\": {reason}")))?;
+    check_divert_key(&key).map_err(|reason| {
+        err(format!("\"namespace\": {reason}; set it to the name of the developer namespace to divert to"))
+    })?;
     if key == own_namespace {
         return Err(err(format!(
             "\"namespace\" is {key:?}, the VirtualService's own namespace; divert into a developer namespace, not into itself"
