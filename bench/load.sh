@@ -38,10 +38,11 @@ LUA
          END {printf "%10s req/s   p50 %8s   p99 %8s   non-2xx %s\n", rps, p50, p99, (bad == "" ? 0 : bad)}'
 }
 
+run "pod /mutate (kind not handled)" mutate tests/fixtures/pod-create.json
 run "namespace /mutate (patched)" mutate tests/fixtures/namespace-create.json
 run "namespace /validate (denied)" validate tests/fixtures/namespace-mesh-conflict.json
-for f in tests/fixtures/*virtualservice*.json tests/fixtures/*ingress*.json; do
-  [ -f "$f" ] && run "$(basename "$f" .json) /mutate" mutate "$f"
-done
+run "virtualservice /mutate (patched)" mutate tests/fixtures/virtualservice-divert.json
+run "virtualservice /validate (allowed)" validate tests/fixtures/virtualservice-divert.json
+run "ingress /validate (allowed)" validate tests/fixtures/ingress-header.json
 echo "server peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$pid/status)"
 echo "reviews logged: $(wc -l <"$tmp/server.log")"
