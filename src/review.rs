@@ -171,7 +171,7 @@ pub fn review(endpoint: Endpoint, body: &[u8], settings: &Settings) -> Result<(V
         review.try_into().map_err(|_| InvalidReview("AdmissionReview has no request".into()))?;
 
     let handled = Kind::from_gvk(&request.kind.group, &request.kind.version, &request.kind.kind);
-    let admission = match handled {
+    let mut admission = match handled {
         Some(kind) if object.is_object() => {
             let namespace = request.namespace.as_deref().unwrap_or("");
             admit(endpoint, kind, &request.operation, namespace, &object, settings)
@@ -179,6 +179,7 @@ pub fn review(endpoint: Endpoint, body: &[u8], settings: &Settings) -> Result<(V
         _ => Admission::default(),
     };
 
+    let patch_operations = admission.patch.0.len();
     let mut response = AdmissionResponse::from(&request);
     let outcome = if let Some(message) = admission.denial_message() {
         response.allowed = false;
@@ -186,7 +187,7 @@ pub fn review(endpoint: Endpoint, body: &[u8], settings: &Settings) -> Result<(V
         Outcome::Denied
     } else if !admission.patch.0.is_empty() {
         response = response
-            .with_patch(admission.patch.clone())
+            .with_patch(std::mem::take(&mut admission.patch))
             .map_err(|e| InvalidReview(one_line(format_args!("patch could not be encoded: {e}"))))?;
         Outcome::Patched
     } else {
@@ -202,7 +203,7 @@ pub fn review(endpoint: Endpoint, body: &[u8], settings: &Settings) -> Result<(V
         name: request.name.clone(),
         operation: operation_str(&request.operation),
         outcome,
-        patch_operations: if outcome == Outcome::Patched { admission.patch.0.len() } else { 0 },
+        patch_operations: if outcome == Outcome::Patched { patch_operations } else { 0 },
         warnings: admission.warnings.len(),
         denial_reasons: admission.denials.iter().map(|d| d.reason).collect(),
     };
@@ -211,12 +212,12 @@ pub fn review(endpoint: Endpoint, body: &[u8], settings: &Settings) -> Result<(V
 
 /// The answer as the apiserver reads it. kube-core serialises `response.patch` (a `Vec<u8>`) as
 /// an array of numbers (kube-rs issue #1781); the apiserver decodes `[]byte` only from a
-/// base64 string, so the patch is re-encoded here.
-fn encode_review(response: AdmissionResponse) -> Vec<u8> {
-    let patch = response.patch.as_deref().map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
+/// base64 string, so the patch is taken out and put back as base64.
+fn encode_review(mut response: AdmissionResponse) -> Vec<u8> {
+    let patch = response.patch.take().map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
     let mut review = serde_json::to_value(response.into_review()).expect("AdmissionReview serialises");
-    if let (Some(patch), Some(slot)) = (patch, review.pointer_mut("/response/patch")) {
-        *slot = Value::String(patch);
+    if let (Some(patch), Some(Value::Object(fields))) = (patch, review.get_mut("response")) {
+        fields.insert("patch".to_string(), Value::String(patch));
     }
     serde_json::to_vec(&review).expect("AdmissionReview serialises")
 }
