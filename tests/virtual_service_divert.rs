@@ -209,7 +209,7 @@ fn routes_that_cannot_be_diverted_are_named_in_warnings() {
         warnings,
         [
             "divert of cindy: route db is a tcp/tls route; only http routes are diverted",
-            "divert of cindy: route moved does not forward (redirect, directResponse or delegate)",
+            "divert of cindy: route moved redirects, responds or delegates: it does not forward",
             "divert of cindy: there is no http route named gone",
             "route ext has no destination in namespace staging: not diverted",
             "route own: match[0] already tests the baggage header; it is not diverted",

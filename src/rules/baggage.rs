@@ -78,7 +78,9 @@ pub fn with_divert_member(value: Option<&str>, key: &str) -> String {
     let mut divert = members(value).filter(|m| is_divert_member(m));
     match (divert.next(), divert.next()) {
         (Some(only), None) if only == wanted => return value.to_string(),
-        (None, _) if members(value).next().is_none() => return wanted,
+        // Only an empty value is replaced; anything else (even a value of only spaces and
+        // commas) is kept as written, so that removing the member gives it back.
+        (None, _) if value.is_empty() => return wanted,
         (None, _) => return format!("{value},{wanted}"),
         _ => {}
     }
@@ -96,12 +98,11 @@ pub fn with_divert_member(value: Option<&str>, key: &str) -> String {
 }
 
 /// `value` without its `okteto-divert` members, the rest kept byte for byte; `None` when
-/// nothing else is left.
+/// nothing at all is left (the member was the whole value).
 pub fn without_divert_member(value: &str) -> Option<String> {
     let rest: Vec<&str> = value.split(',').filter(|segment| !is_divert_member(trim_ows(segment))).collect();
     let rest = rest.join(",");
-    let empty = members(&rest).next().is_none();
-    (!empty).then_some(rest)
+    (!rest.is_empty()).then_some(rest)
 }
 
 fn trim_ows(s: &str) -> &str {
@@ -254,7 +255,7 @@ mod tests {
             (Some(""), "okteto-divert=cindy"),
             (Some("okteto-divert=cindy"), "okteto-divert=cindy"),
             (Some("a=1, b=2;p"), "a=1, b=2;p,okteto-divert=cindy"),
-            (Some(" , "), "okteto-divert=cindy"),
+            (Some(" , "), " , ,okteto-divert=cindy"),
             (Some("a=1,okteto-divert=zed;p=1,b=2"), "a=1,okteto-divert=cindy,b=2"),
             (Some("okteto-divert=zed,a=1,okteto-divert=cindy"), "okteto-divert=cindy,a=1"),
             // already right: untouched, whitespace and all
@@ -271,13 +272,14 @@ mod tests {
     #[test]
     fn removing_the_member_keeps_the_others() {
         assert_eq!(without_divert_member("okteto-divert=cindy"), None);
-        assert_eq!(without_divert_member(" okteto-divert=cindy , "), None);
+        assert_eq!(without_divert_member(" okteto-divert=cindy , "), Some(" ".into()));
+        assert_eq!(without_divert_member("okteto-divert=cindy,"), None);
         assert_eq!(without_divert_member("a=1,okteto-divert=cindy;p,b=2"), Some("a=1,b=2".into()));
         assert_eq!(without_divert_member("a=1 , b=2"), Some("a=1 , b=2".into()));
         assert_eq!(without_divert_member(""), None);
         assert_eq!(without_divert_member(" a=1;p=2\t, okteto-divert=x"), Some(" a=1;p=2\t".into()));
         // adding then removing gives back the value as written
-        for value in ["a=1", " a=1 ;p=2 ,\tb=2 ", "a=1,"] {
+        for value in ["a=1", " a=1 ;p=2 ,\tb=2 ", "a=1,", " , ", " ", ","] {
             let added = with_divert_member(Some(value), "cindy");
             assert_eq!(without_divert_member(&added).as_deref(), Some(value), "{value:?}");
         }

@@ -76,9 +76,21 @@ pub struct Findings {
     pub denials: Vec<Denial>,
 }
 
+/// SPEC §8: a warning is one short sentence, under this many characters.
+pub const MAX_WARNING_CHARS: usize = 120;
+
 impl Findings {
+    /// Adds a warning. Rules keep their sentences short by cutting user-written names with
+    /// [`shorten`]; a sentence that is still too long is cut here, so that no answer ever
+    /// carries a warning of [`MAX_WARNING_CHARS`] characters or more.
     pub fn warn(&mut self, message: impl Into<String>) {
-        self.warnings.push(message.into());
+        let message = message.into();
+        let message = if message.chars().count() < MAX_WARNING_CHARS {
+            message
+        } else {
+            message.chars().take(MAX_WARNING_CHARS - 2).collect::<String>() + "…"
+        };
+        self.warnings.push(message);
     }
 
     pub fn deny(&mut self, reason: &'static str, message: impl Into<String>) {
@@ -107,6 +119,11 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings) -> Findings {
         Kind::Ingress => ingress::validate(subject, settings, &mut findings),
     }
     findings
+}
+
+/// A user-written name cut to at most `max` characters (`…` marks the cut), for warnings.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max { s.to_string() } else { s.chars().take(max - 1).collect::<String>() + "…" }
 }
 
 /// `metadata.labels` / `metadata.annotations` value of `key`, if it is a string.

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::{Findings, Subject, metadata_map_mut, metadata_str};
+use super::{Findings, Subject, metadata_map_mut, metadata_str, shorten};
 use crate::settings::{Driver, Settings};
 
 pub const ISTIO_INJECTION: &str = "istio-injection";
@@ -68,7 +68,8 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         Driver::Istio => {
             if markers.istio_injection == Some("disabled") {
                 findings.warn(format!(
-                    "Namespace {name} has {ISTIO_INJECTION}=disabled: divert cannot reach pods without Istio sidecars"
+                    "Namespace {} has {ISTIO_INJECTION}=disabled: divert cannot reach pods without Istio sidecars",
+                    shorten(name, 32)
                 ));
             }
             // Already decided by its owner, or wired to the other mesh (validation denies that
@@ -83,7 +84,8 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         Driver::Nginx => {
             if markers.linkerd_inject == Some("disabled") {
                 findings.warn(format!(
-                    "Namespace {name} has {LINKERD_INJECT}=disabled: divert cannot reach pods without Linkerd proxies"
+                    "Namespace {} has {LINKERD_INJECT}=disabled: divert cannot reach pods without Linkerd proxies",
+                    shorten(name, 32)
                 ));
             }
             if markers.linkerd_inject.is_some() || markers.istio_enabled().is_some() {

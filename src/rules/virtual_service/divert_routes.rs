@@ -109,7 +109,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
                     generated.insert(name);
                 }
                 Err(Skip::NotForwarding) if named => warnings.push(format!(
-                    "divert of {key}: route {label} does not forward (redirect, directResponse or delegate)"
+                    "divert of {key}: route {label} redirects, responds or delegates: it does not forward"
                 )),
                 Err(Skip::NotForwarding) => {}
                 Err(Skip::NotAMap) => warnings.push(format!("spec.http[{index}] is not a map: it is not diverted")),
@@ -372,10 +372,10 @@ fn developer_host(host: &str, key: &str, context: &Context<'_>) -> Option<String
     in_namespace.then(|| format!("{service}.{key}.svc.{domain}"))
 }
 
-/// User-written names in warnings are cut so that a sentence stays under 120 characters.
+/// User-written names in warnings are cut so that a sentence naming two of them stays under
+/// 120 characters (SPEC §8).
 fn short(s: &str) -> String {
-    const MAX: usize = 32;
-    if s.chars().count() <= MAX { s.to_string() } else { s.chars().take(MAX - 1).collect::<String>() + "…" }
+    crate::rules::shorten(s, 24)
 }
 
 #[cfg(test)]

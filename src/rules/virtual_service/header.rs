@@ -16,7 +16,7 @@
 use serde_json::{Map, Value};
 
 use super::divert_routes::forwards;
-use crate::rules::baggage::{is_divert_member, members, with_divert_member, without_divert_member};
+use crate::rules::baggage::{divert_member, is_divert_member, members, with_divert_member, without_divert_member};
 use crate::rules::divert::{BAGGAGE_HEADER, LEGACY_HEADER, check_divert_key, header_annotation};
 use crate::rules::{Findings, Subject};
 use crate::settings::Settings;
@@ -40,6 +40,9 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
             Some(key) => {
                 if let Err(problem) = add_header(route, key, settings.legacy_header) {
                     findings.warn(format!("spec.http[{index}]: {problem}: divert header not added"));
+                }
+                if let Some(field) = competing_member(route, key) {
+                    findings.warn(format!("spec.http[{index}].{field}: sends a second okteto-divert member; remove it"));
                 }
             }
             None => removed += usize::from(remove_header(route)),
@@ -75,6 +78,42 @@ fn add_header(route: &mut Map<String, Value>, key: &str, legacy: bool) -> Result
         set.insert(name, Value::String(key.to_string()));
     }
     Ok(())
+}
+
+/// A baggage header operation outside `headers.request.add` that sends an `okteto-divert`
+/// member with another key than `key`: `headers.request.set.baggage` of the route, or a
+/// destination's `headers.request.{set,add}.baggage`. Envoy would send both members, and the
+/// request would match another developer's routes too. Left alone (it is the user's), named.
+fn competing_member(route: &Map<String, Value>, key: &str) -> Option<String> {
+    let wanted = divert_member(key);
+    let competes = |operations: Option<&Value>, operation: &str| {
+        let map = operations?.get(operation)?.as_object()?;
+        let value = map.iter().find(|(name, _)| name.eq_ignore_ascii_case(BAGGAGE_HEADER))?.1.as_str()?;
+        members(value).any(|m| is_divert_member(m) && trim_member(m) != wanted).then_some(())
+    };
+    let route_request = route.get("headers").and_then(|h| h.get("request"));
+    if competes(route_request, "set").is_some() {
+        return Some("headers.request.set.baggage".to_string());
+    }
+    let destinations = route.get("route").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    for (k, destination) in destinations.iter().enumerate() {
+        let request = destination.get("headers").and_then(|h| h.get("request"));
+        for operation in ["set", "add"] {
+            if competes(request, operation).is_some() {
+                return Some(format!("route[{k}].headers.request.{operation}.baggage"));
+            }
+        }
+    }
+    None
+}
+
+/// A member without its properties and whitespace around `=`: `okteto-divert=cindy`.
+fn trim_member(member: &str) -> String {
+    let pair = member.split(';').next().unwrap_or_default();
+    match pair.split_once('=') {
+        Some((k, v)) => format!("{}={}", k.trim_matches([' ', '\t']), v.trim_matches([' ', '\t'])),
+        None => pair.trim_matches([' ', '\t']).to_string(),
+    }
 }
 
 /// Removes what [`add_header`] adds. True if anything was removed.
@@ -213,6 +252,29 @@ mod tests {
         let (out, warnings) = run(&object, true);
         assert_eq!(out["spec"]["http"], http);
         assert_eq!(warnings, ["spec.http[0]: headers.request.set is not a map: divert header not added"]);
+    }
+
+    #[test]
+    fn other_divert_members_sent_elsewhere_are_named_in_a_warning() {
+        let http = json!([
+            {"name": "a", "route": [], "headers": {"request": {"set": {"baggage": "okteto-divert=bob,t=1"}}}},
+            {"name": "b", "route": [{"destination": {"host": "b"}, "headers": {"request": {"add": {"Baggage": "okteto-divert = bob"}}}}]},
+            {"name": "c", "route": [{"destination": {"host": "c"}, "headers": {"request": {"set": {"baggage": "okteto-divert=cindy;p"}}}}]},
+            {"name": "d", "route": [], "headers": {"request": {"set": {"baggage": "t=1"}}}},
+        ]);
+        let object = vs(json!({"divert.okteto.com/header": "cindy"}), http.clone());
+        let (out, warnings) = run(&object, false);
+        assert_eq!(
+            warnings,
+            [
+                "spec.http[0].headers.request.set.baggage: sends a second okteto-divert member; remove it",
+                "spec.http[1].route[0].headers.request.add.baggage: sends a second okteto-divert member; remove it",
+            ]
+        );
+        // left as the user wrote them
+        assert_eq!(out["spec"]["http"][0]["headers"]["request"]["set"], http[0]["headers"]["request"]["set"]);
+        assert_eq!(out["spec"]["http"][1]["route"], http[1]["route"]);
+        assert!(warnings.iter().all(|w| w.chars().count() < 120));
     }
 
     #[test]

@@ -17,9 +17,15 @@ mod regex_check;
 use serde_json::Value;
 
 use super::{Findings, Subject};
-use crate::settings::Settings;
+use crate::settings::{Driver, Settings};
 
+/// Mutation runs under the istio driver only (SPEC §4, §5: under the nginx driver Linkerd
+/// routes and VirtualServices are not divert's), and never in a protected namespace.
+/// Validation runs under both drivers.
 pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
+    if settings.driver != Driver::Istio || settings.is_protected(subject.namespace) {
+        return;
+    }
     divert_routes::mutate(subject, object, settings, findings);
     header::mutate(subject, object, settings, findings);
 }
