@@ -168,10 +168,16 @@ fn wrong_header_forms_are_denied_wherever_they_appear() {
             "spec.http[0].match[1].headers.baggage.exact",
             MEMBER_FORM,
         ),
+        (m(json!({"Baggage": {"regex": ".*okteto-divert:cindy.*"}})), "spec.http[0].match[1].headers.Baggage.regex", MEMBER_FORM),
         (
-            m(json!({"Baggage": {"regex": ".*okteto-divert:cindy.*"}})),
-            "spec.http[0].match[1].headers.Baggage.regex",
-            "baggage members use '='",
+            m(json!({"baggage": {"regex": ".*baggage\\.okteto-divert=cindy.*"}})),
+            "spec.http[0].match[1].headers.baggage.regex",
+            MEMBER_FORM,
+        ),
+        (
+            m(json!({"baggage": {"regex": ".*okteto-divert\\s*:\\s*cindy"}})),
+            "spec.http[0].match[1].headers.baggage.regex",
+            MEMBER_FORM,
         ),
         (
             json!({"match": [{"withoutHeaders": {"okteto-divert": {"exact": "cindy"}}}]}),

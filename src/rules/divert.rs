@@ -60,6 +60,30 @@ pub fn wrong_baggage_value(value: &str) -> Option<String> {
     None
 }
 
+/// The same, for a regex matched against a baggage value: escapes of punctuation (`\.`, `\:`)
+/// and optional whitespace between tokens (`\s*`, `[ \t]*`) do not hide a wrong form.
+pub fn wrong_baggage_pattern(pattern: &str) -> Option<String> {
+    let mut plain = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().copied()) {
+            ('\\', Some(next)) if next.is_ascii_punctuation() => {
+                plain.push(next);
+                chars.next();
+            }
+            _ => plain.push(c),
+        }
+    }
+    for whitespace in ["\\s*", "\\s+", "\\s?", "[ \\t]*", "[ \\t]+", "[\\t ]*", "[\\t ]+", " *", " +", " "] {
+        plain = plain.replace(whitespace, "");
+    }
+    wrong_baggage_value(&plain).map(|_| {
+        format!(
+            "baggage regex {pattern:?} looks for a wrong form of the divert member; the member is written {BAGGAGE_MEMBER}=<namespace>"
+        )
+    })
+}
+
 /// "VirtualService staging/reviews", for messages.
 pub fn object_ref(kind: &str, namespace: &str, name: &str) -> String {
     if namespace.is_empty() { format!("{kind} {name}") } else { format!("{kind} {namespace}/{name}") }
@@ -88,5 +112,11 @@ mod tests {
         assert!(wrong_baggage_value("baggage.okteto-divert=cindy").is_some());
         assert!(wrong_baggage_value("a=1,okteto-divert:cindy").is_some());
         assert!(wrong_baggage_value("okteto-divert=cindy").is_none());
+        for wrong in [".*baggage\\.okteto-divert=cindy.*", ".*okteto-divert\\s*:cindy", "okteto\\-divert\\:\\s+cindy"] {
+            assert!(wrong_baggage_pattern(wrong).is_some(), "{wrong}");
+        }
+        for right in [".*okteto-divert=cindy.*", r"(?:.*,)?[ \t]*okteto-divert[ \t]*=[ \t]*cindy[ \t]*(?:[;,].*)?", "a:b"] {
+            assert!(wrong_baggage_pattern(right).is_none(), "{right}");
+        }
     }
 }

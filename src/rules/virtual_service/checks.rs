@@ -22,7 +22,7 @@ use super::annotations::{self, is_entry_key};
 use super::regex_check::{self, MAX_REGEX_BYTES, RegexProblem};
 use crate::rules::divert::{
     ANNOTATION_PREFIX, BAGGAGE_HEADER, HEADER_ANNOTATION, LEGACY_HEADER, NAMESPACE_ANNOTATION, check_divert_key,
-    object_ref, wrong_baggage_value, wrong_header_name,
+    object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
 };
 use crate::rules::{Findings, Subject};
 use crate::settings::Settings;
@@ -118,10 +118,15 @@ impl Check<'_> {
                     let field = format!("{path}.{map}{}", segment(name));
                     self.header_name(name, &field);
                     if name.eq_ignore_ascii_case(BAGGAGE_HEADER) {
-                        for form in ["exact", "prefix", "regex"] {
+                        for form in ["exact", "prefix"] {
                             if let Some(value) = string_match.get(form).and_then(Value::as_str) {
                                 self.baggage_value(value, &format!("{field}.{form}"));
                             }
+                        }
+                        if let Some(pattern) = string_match.get("regex").and_then(Value::as_str)
+                            && let Some(problem) = wrong_baggage_pattern(pattern)
+                        {
+                            self.deny(WRONG_HEADER_FORM, &format!("{field}.regex"), problem);
                         }
                     }
                     self.regex(string_match, &field);

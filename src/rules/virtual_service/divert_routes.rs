@@ -152,8 +152,18 @@ fn select_routes(
     let key = short(&entry.key);
     let mut selected = Vec::new();
     for name in names {
-        match originals.iter().position(|r| route_name(r) == Some(name.as_str())) {
-            Some(i) => selected.push((i, true)),
+        let mut same_name = originals.iter().enumerate().filter(|(_, r)| route_name(r) == Some(name.as_str()));
+        match same_name.next() {
+            Some((i, _)) => {
+                selected.push((i, true));
+                // Istio's own validation allows it; divert cannot tell which one was meant.
+                if same_name.next().is_some() {
+                    warnings.push(format!(
+                        "divert of {key}: several http routes are named {}; only the first is diverted",
+                        short(name)
+                    ));
+                }
+            }
             None if other_route_names.contains(name) => warnings.push(format!(
                 "divert of {key}: route {} is a tcp/tls route; only http routes are diverted",
                 short(name)
@@ -355,21 +365,28 @@ fn merge_weight(into: &mut Value, from: &Value) -> bool {
 
 /// `svc.<key>.svc.<domain>` when `host` names a Service of the VirtualService's own namespace
 /// (`svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<domain>`); `None` for every other host.
+/// DNS names are case-insensitive and Service names lowercase, so the service is written in
+/// lowercase; a fully qualified host with a trailing dot keeps it.
 fn developer_host(host: &str, key: &str, context: &Context<'_>) -> Option<String> {
     if host.contains('*') {
         return None;
     }
     let (namespace, domain) = (context.namespace, context.settings.cluster_domain.as_str());
+    let (host, root) = match host.strip_suffix('.') {
+        Some(name) => (name, "."),
+        None => (host, ""),
+    };
     let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     let mut parts = host.splitn(4, '.');
     let service = parts.next().filter(|s| !s.is_empty())?;
     let in_namespace = match (parts.next(), parts.next(), parts.next()) {
-        (None, None, None) => true,
-        (Some(ns), None, None) | (Some(ns), Some("svc"), None) => eq(ns, namespace),
-        (Some(ns), Some("svc"), Some(rest)) => eq(ns, namespace) && eq(rest, domain),
+        (None, None, None) => root.is_empty(),
+        (Some(ns), None, None) => root.is_empty() && eq(ns, namespace),
+        (Some(ns), Some(svc), None) => root.is_empty() && eq(svc, "svc") && eq(ns, namespace),
+        (Some(ns), Some(svc), Some(rest)) => eq(svc, "svc") && eq(ns, namespace) && eq(rest, domain),
         _ => false,
     };
-    in_namespace.then(|| format!("{service}.{key}.svc.{domain}"))
+    in_namespace.then(|| format!("{}.{key}.svc.{domain}{root}", service.to_ascii_lowercase()))
 }
 
 /// User-written names in warnings are cut so that a sentence naming two of them stays under
@@ -417,13 +434,28 @@ mod tests {
         let settings = Settings::default();
         let context = Context { namespace: "staging", settings: &settings };
         let want = Some("api.cindy.svc.cluster.local".to_string());
-        for host in ["api", "api.staging", "api.staging.svc", "api.staging.svc.cluster.local", "API.Staging"] {
-            let got = developer_host(host, "cindy", &context);
-            assert_eq!(got.map(|h| h.to_lowercase()), want, "{host}");
-        }
         for host in
-            ["api.other", "api.other.svc.cluster.local", "api.staging.svc.example.org", "*.staging", "a.com", ""]
+            ["api", "api.staging", "api.staging.svc", "api.staging.svc.cluster.local", "API.Staging", "Api.STAGING.SVC"]
         {
+            assert_eq!(developer_host(host, "cindy", &context), want, "{host}");
+        }
+        assert_eq!(
+            developer_host("api.staging.svc.cluster.local.", "cindy", &context).as_deref(),
+            Some("api.cindy.svc.cluster.local.")
+        );
+        // a trailing dot makes a name absolute: `api.` and `api.staging.` are not Services here
+        for host in [
+            "api.other",
+            "api.other.svc.cluster.local",
+            "api.staging.svc.example.org",
+            "*.staging",
+            "a.com",
+            "",
+            ".",
+            "api.",
+            "api.staging.",
+            "api.staging.svc.",
+        ] {
             assert_eq!(developer_host(host, "cindy", &context), None, "{host}");
         }
         let custom = Settings { cluster_domain: "corp.internal".into(), ..Settings::default() };
@@ -511,6 +543,19 @@ mod tests {
         let (_, warnings) = run(&object, &Settings::default());
         assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings.iter().all(|w| w.chars().count() < 120), "{warnings:?}");
+    }
+
+    #[test]
+    fn a_name_shared_by_two_routes_diverts_the_first_with_a_warning() {
+        let spec = json!({"hosts": ["h"], "http": [
+            {"name": "dup", "match": [{"uri": {"prefix": "/a"}}], "route": [{"destination": {"host": "a"}}]},
+            {"name": "dup", "route": [{"destination": {"host": "b"}}]},
+        ]});
+        let object = vs(json!({ HASH: r#"{"namespace":"cindy","routes":["dup"]}"# }), spec);
+        let (out, warnings) = run(&object, &Settings::default());
+        assert_eq!(names(&out), ["okteto-divert-cindy-dup", "dup", "dup"]);
+        assert_eq!(out["spec"]["http"][0]["route"][0]["destination"]["host"], "a.cindy.svc.cluster.local");
+        assert_eq!(warnings, ["divert of cindy: several http routes are named dup; only the first is diverted"]);
     }
 
     #[test]
