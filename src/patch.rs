@@ -100,38 +100,89 @@ fn diff_arrays(path: &mut PointerBuf, old: &[Value], new: &[Value], ops: &mut Ve
             let mut old_i = 0;
             let mut k = 0;
             while k < edits.len() {
-                match edits[k] {
-                    Edit::Keep => {
-                        old_i += 1;
-                        index += 1;
-                    }
-                    // A removal directly followed by an insertion is an element that changed:
-                    // patch inside it instead of replacing it whole.
-                    Edit::Remove if matches!(edits.get(k + 1), Some(Edit::Insert(_))) => {
-                        let Some(Edit::Insert(j)) = edits.get(k + 1) else { unreachable!() };
-                        path.push_back(index);
-                        diff_at(path, &o[old_i], &n[*j], ops);
-                        path.pop_back();
-                        old_i += 1;
-                        index += 1;
-                        k += 1;
-                    }
-                    Edit::Remove => {
-                        path.push_back(index);
-                        ops.push(PatchOperation::Remove(RemoveOperation { path: path.clone() }));
-                        path.pop_back();
-                        old_i += 1;
-                    }
-                    Edit::Insert(j) => {
-                        path.push_back(index);
-                        ops.push(PatchOperation::Add(AddOperation { path: path.clone(), value: n[j].clone() }));
-                        path.pop_back();
-                        index += 1;
+                if let Edit::Keep = edits[k] {
+                    old_i += 1;
+                    index += 1;
+                    k += 1;
+                    continue;
+                }
+                // A run of removals and insertions between kept elements.
+                let run_end = (k..edits.len()).find(|&e| matches!(edits[e], Edit::Keep)).unwrap_or(edits.len());
+                let mut removed = Vec::new();
+                let mut inserted = Vec::new();
+                for edit in &edits[k..run_end] {
+                    match edit {
+                        Edit::Remove => {
+                            removed.push(old_i);
+                            old_i += 1;
+                        }
+                        Edit::Insert(j) => inserted.push(*j),
+                        Edit::Keep => unreachable!(),
                     }
                 }
-                k += 1;
+                index = patch_run(path, o, n, &removed, &inserted, index, ops);
+                k = run_end;
             }
         }
+    }
+}
+
+/// Turns the removed elements `removed` (indices into `o`) into the inserted ones `inserted`
+/// (indices into `n`), starting at position `index` of the array being patched; returns the
+/// position after the run. A removed element and an inserted element that are the same element
+/// changed ([`same_element`], paired in order) are patched in place instead of replaced whole;
+/// the rest are removals and insertions.
+fn patch_run(
+    path: &mut PointerBuf,
+    o: &[Value],
+    n: &[Value],
+    removed: &[usize],
+    inserted: &[usize],
+    index: usize,
+    ops: &mut Vec<PatchOperation>,
+) -> usize {
+    // Pair in order: each removed element with the first later inserted one it can become.
+    let mut partner: Vec<Option<usize>> = vec![None; inserted.len()];
+    let mut paired_old = vec![false; removed.len()];
+    let mut next_insert = 0;
+    for (r, &old) in removed.iter().enumerate() {
+        if let Some(offset) = inserted[next_insert..].iter().position(|&new| same_element(&o[old], &n[new])) {
+            let at = next_insert + offset;
+            partner[at] = Some(old);
+            paired_old[r] = true;
+            next_insert = at + 1;
+        }
+    }
+    // Remove the unpaired old elements; the paired ones then sit in order from `index`.
+    let mut position = index;
+    for paired in paired_old {
+        path.push_back(position);
+        if paired {
+            position += 1;
+        } else {
+            ops.push(PatchOperation::Remove(RemoveOperation { path: path.clone() }));
+        }
+        path.pop_back();
+    }
+    // Insert the new elements among them, patching each paired one in place.
+    let mut position = index;
+    for (&new, old) in inserted.iter().zip(partner) {
+        path.push_back(position);
+        match old {
+            Some(old) => diff_at(path, &o[old], &n[new], ops),
+            None => ops.push(PatchOperation::Add(AddOperation { path: path.clone(), value: n[new].clone() })),
+        }
+        path.pop_back();
+        position += 1;
+    }
+    position
+}
+
+/// Could `new` be `old` edited? Maps that both have a `name` must have the same one.
+fn same_element(old: &Value, new: &Value) -> bool {
+    match (old.get("name"), new.get("name")) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
     }
 }
 
@@ -236,6 +287,40 @@ mod tests {
         // same length: in place
         let p = check(json!([{"n": 1, "h": {"a": 1}}, {"n": 2}]), json!([{"n": 1, "h": {"a": 1, "b": 2}}, {"n": 2}]));
         assert_eq!(ops(&p), json!([{"op": "add", "path": "/0/h/b", "value": 2}]));
+    }
+
+    #[test]
+    fn a_changed_route_next_to_a_new_one_is_patched_in_place_not_renamed() {
+        // §4 and §5 together: a clone is inserted before its original, which changes too.
+        let old = json!([{"name": "api", "route": [1]}, {"name": "b"}]);
+        let new = json!([{"name": "okteto-divert-x-api", "route": [2]}, {"name": "api", "route": [1], "h": 1}, {"name": "b"}]);
+        let p = check(old, new);
+        assert_eq!(
+            ops(&p),
+            json!([
+                {"op": "add", "path": "/0", "value": {"name": "okteto-divert-x-api", "route": [2]}},
+                {"op": "add", "path": "/1/h", "value": 1}
+            ])
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the two arrays, the patch turns the first into the second.
+        #[test]
+        fn any_patch_applies_to_its_target(
+            old in proptest::collection::vec((0u8..4, 0u8..3, proptest::bool::ANY), 0..12),
+            new in proptest::collection::vec((0u8..4, 0u8..3, proptest::bool::ANY), 0..12),
+        ) {
+            let element = |(name, value, named): (u8, u8, bool)| {
+                if named { json!({"name": format!("r{name}"), "v": value}) } else { json!({"v": value}) }
+            };
+            let old = Value::Array(old.into_iter().map(element).collect());
+            let new = Value::Array(new.into_iter().map(element).collect());
+            let p = diff(&old, &new);
+            let mut applied = old.clone();
+            json_patch::patch(&mut applied, &p).unwrap();
+            proptest::prop_assert_eq!(applied, new);
+        }
     }
 
     #[test]

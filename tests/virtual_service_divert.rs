@@ -52,16 +52,22 @@ fn entry_matches(entry: &Value, request: &Request<'_>) -> bool {
     })
 }
 
-/// The destination hosts of the first route that matches (Istio: first match wins).
-fn destinations(object: &Value, request: &Request<'_>) -> Vec<String> {
+/// The first route that matches (Istio: first match wins; a route without match entries, or
+/// with an empty list, matches every request).
+fn first_route<'v>(object: &'v Value, request: &Request<'_>) -> &'v Value {
     let routes = object["spec"]["http"].as_array().unwrap();
-    let route = routes
+    routes
         .iter()
-        .find(|route| match route.get("match") {
+        .find(|route| match route.get("match").and_then(Value::as_array) {
             None => true,
-            Some(entries) => entries.as_array().unwrap().iter().any(|e| entry_matches(e, request)),
+            Some(entries) => entries.is_empty() || entries.iter().any(|e| entry_matches(e, request)),
         })
-        .expect("some route matches");
+        .expect("some route matches")
+}
+
+/// The destination hosts of the first route that matches.
+fn destinations(object: &Value, request: &Request<'_>) -> Vec<String> {
+    let route = first_route(object, request);
     route["route"].as_array().unwrap().iter().map(|d| d["destination"]["host"].as_str().unwrap().to_string()).collect()
 }
 
@@ -384,4 +390,60 @@ fn the_documented_example_is_what_mutate_prints() {
     let report = divert_webhook::manifests::mutate_documents(&example, &Settings::default());
     assert!(!report.failed && report.stderr.is_empty(), "{:?}", report.stderr);
     assert_eq!(blocks[1], report.stdout);
+}
+
+#[test]
+fn the_readme_example_is_what_mutate_prints_and_its_request_table_holds() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let section = readme.split("## Worked example: divert routing").nth(1).expect("README has the worked example");
+    let section = section.split("\n## ").next().unwrap();
+    let blocks: Vec<&str> = section.split("```yaml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    assert_eq!(blocks.len(), 2, "input and output YAML");
+    let report = divert_webhook::manifests::mutate_documents(blocks[0], &Settings::default());
+    assert!(!report.failed && report.stderr.is_empty(), "{:?}", report.stderr);
+    assert_eq!(blocks[1], report.stdout, "the README's output is not what mutate prints");
+
+    // | `GET /path` | `baggage` or `other` or none | `route name` ... | destination |
+    let mutated: Value = serde_saphyr::from_str(&report.stdout).unwrap();
+    let ticked = |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_string).collect() };
+    let mut rows = 0;
+    for line in section.lines().filter(|l| l.starts_with("| `GET ")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let path = ticked(cells[1])[0].strip_prefix("GET ").unwrap().to_string();
+        let mut baggages: Vec<Option<String>> = ticked(cells[2]).into_iter().map(Some).collect();
+        if cells[2].starts_with("none") {
+            baggages.push(None);
+        }
+        let want_route = &ticked(cells[3])[0];
+        for baggage in baggages {
+            let request = Request { uri: &path, headers: baggage.iter().map(|b| ("baggage", b.as_str())).collect() };
+            let route = first_route(&mutated, &request);
+            assert_eq!(route["name"], json!(want_route), "README row {line:?} with baggage {baggage:?}");
+            rows += 1;
+        }
+    }
+    assert!(rows >= 6, "only {rows} requests read from the README table");
+}
+
+#[test]
+fn virtual_services_are_not_mutated_under_the_nginx_driver_or_in_protected_namespaces() {
+    let diverted = shared_vs(json!({ entry_annotation(1): r#"{"namespace":"cindy"}"# }), api_and_catch_all());
+    let developer = developer_vs(
+        json!({"divert.okteto.com/header": "cindy"}),
+        json!([{"route": [{"destination": {"host": "a"}}]}]),
+    );
+    assert!(!mutate(&diverted, &Settings::default()).patch.is_empty(), "the istio driver diverts it");
+    assert!(!mutate(&developer, &Settings::default()).patch.is_empty(), "the istio driver adds the header");
+    let nginx = Settings { driver: divert_webhook::settings::Driver::Nginx, ..Settings::default() };
+    for object in [&diverted, &developer] {
+        let out = mutate(object, &nginx);
+        assert!(out.patch.is_empty() && out.warnings.is_empty(), "nginx driver: {:?}", out.patch);
+        for namespace in ["istio-system", "kube-system"] {
+            let mut protected = object.clone();
+            protected["metadata"]["namespace"] = json!(namespace);
+            let out = mutate(&protected, &Settings::default());
+            assert!(out.patch.is_empty() && out.warnings.is_empty(), "{namespace}: {:?}", out.patch);
+        }
+    }
 }

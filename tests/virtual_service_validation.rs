@@ -168,7 +168,11 @@ fn wrong_header_forms_are_denied_wherever_they_appear() {
             "spec.http[0].match[1].headers.baggage.exact",
             MEMBER_FORM,
         ),
-        (m(json!({"Baggage": {"regex": ".*okteto-divert:cindy.*"}})), "spec.http[0].match[1].headers.Baggage.regex", MEMBER_FORM),
+        (
+            m(json!({"Baggage": {"regex": ".*okteto-divert:cindy.*"}})),
+            "spec.http[0].match[1].headers.Baggage.regex",
+            MEMBER_FORM,
+        ),
         (
             m(json!({"baggage": {"regex": ".*baggage\\.okteto-divert=cindy.*"}})),
             "spec.http[0].match[1].headers.baggage.regex",
@@ -353,8 +357,26 @@ fn legacy_header_is_allowed_with_a_warning_only_while_the_flag_is_off() {
              use baggage"
         ]
     );
+    // With the flag on the header is accepted, and still deprecated (SPEC §2).
     let on = allowed(&vs, &legacy_on());
-    assert!(on.warnings().is_empty(), "{:?}", on.warnings());
+    assert_eq!(
+        on.warnings(),
+        vec!["spec.http[0].match[0].headers.baggage.okteto-divert (+1 more): legacy header, deprecated; use baggage"]
+    );
+}
+
+#[test]
+fn the_legacy_header_the_webhook_writes_itself_is_not_warned_about() {
+    // §5 with --legacy-header: every route sets the legacy header to the annotation's key.
+    let http = json!([route(json!({"headers": {"request": {
+        "add": {"baggage": "okteto-divert=cindy"},
+        "set": {"baggage.okteto-divert": "cindy"},
+    }}}))]);
+    let vs = virtual_service(json!({"divert.okteto.com/header": "cindy"}), http.clone());
+    assert!(allowed(&vs, &legacy_on()).warnings().is_empty());
+    // Without the annotation, or with another value, that line is the user's own.
+    let vs = virtual_service(json!({}), http);
+    assert_eq!(allowed(&vs, &legacy_on()).warnings().len(), 1);
 }
 
 // --- generated routes -------------------------------------------------------------------------

@@ -115,7 +115,9 @@ mod tests {
         for wrong in [".*baggage\\.okteto-divert=cindy.*", ".*okteto-divert\\s*:cindy", "okteto\\-divert\\:\\s+cindy"] {
             assert!(wrong_baggage_pattern(wrong).is_some(), "{wrong}");
         }
-        for right in [".*okteto-divert=cindy.*", r"(?:.*,)?[ \t]*okteto-divert[ \t]*=[ \t]*cindy[ \t]*(?:[;,].*)?", "a:b"] {
+        for right in
+            [".*okteto-divert=cindy.*", r"(?:.*,)?[ \t]*okteto-divert[ \t]*=[ \t]*cindy[ \t]*(?:[;,].*)?", "a:b"]
+        {
             assert!(wrong_baggage_pattern(right).is_none(), "{right}");
         }
     }

@@ -11,7 +11,9 @@
 //!   `queryParams`, `corsPolicy.allowOrigins`) and in `rewrite.uriRegexRewrite.match`: Envoy
 //!   compiles all of them with RE2 (and istiod checks them all).
 //!
-//! Warned: the legacy header `baggage.okteto-divert` while `--legacy-header` is off, and a
+//! Warned: the user's uses of the legacy header `baggage.okteto-divert` (deprecated; worded
+//! "off here" while `--legacy-header` is off; what the webhook writes itself is not warned
+//! about), and a
 //! `divert.okteto.com/...` annotation that looks like a divert entry but whose key is not one.
 //!
 //! Generated `okteto-divert-*` routes are checked like any other: they must pass.
@@ -21,8 +23,8 @@ use serde_json::{Map, Value};
 use super::annotations::{self, is_entry_key};
 use super::regex_check::{self, MAX_REGEX_BYTES, RegexProblem};
 use crate::rules::divert::{
-    ANNOTATION_PREFIX, BAGGAGE_HEADER, HEADER_ANNOTATION, LEGACY_HEADER, NAMESPACE_ANNOTATION, check_divert_key,
-    object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
+    ANNOTATION_PREFIX, BAGGAGE_HEADER, GENERATED_ROUTE_PREFIX, HEADER_ANNOTATION, LEGACY_HEADER, NAMESPACE_ANNOTATION,
+    check_divert_key, header_annotation, object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
 };
 use crate::rules::{Findings, Subject};
 use crate::settings::Settings;
@@ -42,16 +44,27 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
         ("", Some(generated)) => generated.as_str(),
         (name, _) => name,
     };
-    let mut check =
-        Check { object: object_ref(subject.kind.as_str(), subject.namespace, name), findings, legacy_uses: Vec::new() };
+    // With --legacy-header the webhook itself writes the legacy header: in the match entries of
+    // the routes it generates (§4) and, on a developer VirtualService, as
+    // `headers.request.set` of every route (§5). Those uses are not the user's and get no warning.
+    let generated_legacy_value = header_annotation(subject.object)
+        .filter(|key| settings.legacy_header && check_divert_key(key).is_ok())
+        .map(str::to_string);
+    let mut check = Check {
+        object: object_ref(subject.kind.as_str(), subject.namespace, name),
+        findings,
+        legacy_uses: Vec::new(),
+        in_generated_route: false,
+        generated_legacy_value,
+    };
     check.annotations(subject);
     let http = subject.object.pointer("/spec/http").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for (i, route) in http.iter().enumerate() {
+        check.in_generated_route =
+            route.get("name").and_then(Value::as_str).is_some_and(|n| n.starts_with(GENERATED_ROUTE_PREFIX));
         check.http_route(route, &format!("spec.http[{i}]"));
     }
-    if !settings.legacy_header {
-        check.warn_legacy_uses();
-    }
+    check.warn_legacy_uses(settings.legacy_header);
 }
 
 /// One object's validation: where messages go, and what was seen along the way.
@@ -59,8 +72,13 @@ struct Check<'a> {
     /// "VirtualService staging/reviews"
     object: String,
     findings: &'a mut Findings,
-    /// Fields that name the legacy header, in document order.
+    /// Fields where the user names the legacy header, in document order.
     legacy_uses: Vec<String>,
+    /// The route being checked is one the webhook generated (`okteto-divert-*`).
+    in_generated_route: bool,
+    /// The value the webhook sets the legacy header to on every route of this object (§5 with
+    /// the flag on), if it does.
+    generated_legacy_value: Option<String>,
 }
 
 impl Check<'_> {
@@ -136,9 +154,9 @@ impl Check<'_> {
                 self.regex(string_match, &format!("{path}.queryParams{}", segment(name)));
             }
         }
-        self.header_operations(route, &format!("{path}.headers"));
+        self.header_operations(route, &format!("{path}.headers"), true);
         for (k, destination) in array(route, "route").iter().enumerate() {
-            self.header_operations(destination, &format!("{path}.route[{k}].headers"));
+            self.header_operations(destination, &format!("{path}.route[{k}].headers"), false);
         }
         if let Some(pattern) = route.pointer("/rewrite/uriRegexRewrite/match").and_then(Value::as_str) {
             self.pattern(pattern, &format!("{path}.rewrite.uriRegexRewrite.match"));
@@ -151,13 +169,20 @@ impl Check<'_> {
     }
 
     /// `headers.request` / `headers.response` of `owner` (a route or a destination).
-    fn header_operations(&mut self, owner: &Value, path: &str) {
+    fn header_operations(&mut self, owner: &Value, path: &str, of_route: bool) {
         let Some(headers) = owner.get("headers") else { return };
         for direction in ["request", "response"] {
             let Some(operations) = headers.get(direction) else { continue };
             for operation in ["set", "add"] {
                 for (name, value) in object(operations, operation) {
                     let field = format!("{path}.{direction}.{operation}{}", segment(name));
+                    let webhook_written = of_route
+                        && (direction, operation) == ("request", "set")
+                        && name.eq_ignore_ascii_case(LEGACY_HEADER)
+                        && value.as_str().is_some_and(|v| self.generated_legacy_value.as_deref() == Some(v));
+                    if webhook_written {
+                        continue;
+                    }
                     self.header_name(name, &field);
                     if let (true, Some(value)) = (name.eq_ignore_ascii_case(BAGGAGE_HEADER), value.as_str()) {
                         self.baggage_value(value, &field);
@@ -175,7 +200,7 @@ impl Check<'_> {
     fn header_name(&mut self, name: &str, field: &str) {
         if let Some(problem) = wrong_header_name(name) {
             self.deny(WRONG_HEADER_FORM, field, problem);
-        } else if name.eq_ignore_ascii_case(LEGACY_HEADER) {
+        } else if name.eq_ignore_ascii_case(LEGACY_HEADER) && !self.in_generated_route {
             self.legacy_uses.push(field.to_string());
         }
     }
@@ -217,15 +242,18 @@ impl Check<'_> {
         }
     }
 
-    fn warn_legacy_uses(&mut self) {
+    /// One warning for the user's uses of the legacy header: deprecated (SPEC §2), and, while
+    /// `--legacy-header` is off, also not accepted by this cluster (SPEC §7).
+    fn warn_legacy_uses(&mut self, legacy_header_on: bool) {
         let Some(first) = self.legacy_uses.first() else { return };
         let more = match self.legacy_uses.len() {
             1 => String::new(),
             n => format!(" (+{} more)", n - 1),
         };
+        let state = if legacy_header_on { "deprecated" } else { "deprecated and off here" };
         let warning = short_warning(
-            format!("{first}{more}: legacy header, deprecated and off here; use {BAGGAGE_HEADER}"),
-            format!("legacy header {LEGACY_HEADER} is deprecated and off in this cluster; use {BAGGAGE_HEADER}"),
+            format!("{first}{more}: legacy header, {state}; use {BAGGAGE_HEADER}"),
+            format!("legacy header {LEGACY_HEADER} is {state}; use {BAGGAGE_HEADER}"),
         );
         self.findings.warn(warning);
     }

@@ -42,7 +42,8 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
                     findings.warn(format!("spec.http[{index}]: {problem}: divert header not added"));
                 }
                 if let Some(field) = competing_member(route, key) {
-                    findings.warn(format!("spec.http[{index}].{field}: sends a second okteto-divert member; remove it"));
+                    findings
+                        .warn(format!("spec.http[{index}].{field}: sends a second okteto-divert member; remove it"));
                 }
             }
             None => removed += usize::from(remove_header(route)),
