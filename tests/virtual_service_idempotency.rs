@@ -9,8 +9,9 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use virtual_service_support::{entry_annotation, mutate};
 
-const ROUTE_NAMES: &[&str] = &["api", "web", "reviews", "r-1"];
-const KEYS: &[&str] = &["cindy", "zed", "dev-1"];
+/// Names repeat (two routes of one name happen) and run long (warnings must stay short).
+const ROUTE_NAMES: &[&str] = &["api", "web", "reviews", "r-1", "a-route-name-that-goes-on-and-on-well-past-thirty-two-characters"];
+const KEYS: &[&str] = &["cindy", "zed", "dev-1", "a-developer-namespace-whose-name-is-63-characters-long-xxxxxxxxx"];
 
 fn host() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
@@ -40,7 +41,10 @@ fn destination() -> impl Strategy<Value = Value> {
                 d["weight"] = weight.into();
             }
             if headers {
-                d["headers"] = json!({"response": {"set": {"x-served-by": host}}});
+                d["headers"] = json!({
+                    "response": {"set": {"x-served-by": host}},
+                    "request": {"add": {"baggage": "okteto-divert=bob"}},
+                });
             }
             d
         })
@@ -79,9 +83,11 @@ fn http_route() -> impl Strategy<Value = Value> {
         prop::option::of(prop::collection::vec(match_entry(), 0..3)),
         action,
         any::<bool>(),
-        prop::option::of(prop::sample::select(vec!["vendor=1", "a=1;p=2, b=2"])),
+        // Values already there: other members, only separators, another developer's member.
+        prop::option::of(prop::sample::select(vec!["vendor=1", "a=1;p=2, b=2", " , ", "okteto-divert=bob,t=1"])),
+        any::<bool>(),
     )
-        .prop_map(|(name, matches, action, extras, baggage)| {
+        .prop_map(|(name, matches, action, extras, baggage, set)| {
             let mut route = Map::new();
             if let Some(name) = name {
                 route.insert("name".into(), name.into());
@@ -96,7 +102,9 @@ fn http_route() -> impl Strategy<Value = Value> {
                 route.insert("x-future-field".into(), json!({"kept": [1, 2]}));
             }
             if let Some(baggage) = baggage {
-                route.insert("headers".into(), json!({"request": {"add": {"baggage": baggage, "x-a": "1"}}}));
+                // In `add`, an okteto-divert member is the webhook's (docs/virtualservices.md).
+                let operation = if set || baggage.contains("okteto-divert") { "set" } else { "add" };
+                route.insert("headers".into(), json!({"request": {operation: {"baggage": baggage, "x-a": "1"}}}));
             }
             Value::Object(route)
         })
