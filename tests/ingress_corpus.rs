@@ -1,7 +1,7 @@
 //! Nothing lost (SPEC §6, §8): every real Ingress of the shared corpus, with and without the
 //! divert header annotation, goes through the mutating webhook; everything but the snippet
 //! annotation comes back equal and in the same order, the snippet keeps the user's lines byte
-//! for byte, and removing the annotation gives the original object back.
+//! for byte after the block, and removing the annotation gives the original object back.
 
 mod ingress_support;
 
@@ -107,12 +107,12 @@ fn corpus_ingresses_with_the_annotation_lose_nothing() {
                 "{name}"
             );
 
-            // The user's snippet lines, byte for byte, then the block.
+            // The block, then the user's snippet lines byte for byte.
             let snippet = snippet_of(&mutated).unwrap_or_else(|| panic!("{name}: no snippet"));
             let (user, block) = split_block(snippet);
             let users_own = snippet_of(&original).unwrap_or("");
             assert_eq!(user, users_own, "{name}");
-            assert_eq!(snippet, format!("{users_own}{block}"), "{name}");
+            assert_eq!(snippet, format!("{block}{users_own}"), "{name}");
             assert!(block.contains("okteto-divert=cindy"), "{name}: {block}");
             assert_eq!(block.contains("baggage.okteto-divert"), legacy, "{name}");
 

@@ -209,23 +209,30 @@ fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
     Response { status, headers: parse_headers(head.split("\r\n").skip(1)), body: body.to_string() }
 }
 
-const USER_BEFORE: &str = "add_header X-User 1;\nproxy_set_header X-User-Line 1;\n";
-const USER_AFTER: &str = "proxy_set_header X-After-Block \"after the block\";\n";
+/// The user's snippet before the Ingress got the divert annotation: CRLF line endings, a
+/// comment, and a last line without a newline (ingress-nginx's template puts one after it).
+const USER_OWN: &str = "add_header X-User 1;\r\nproxy_set_header X-User-Line 1;\r\n  # the user's comment\r\n\
+                        proxy_set_header X-After-Block \"after the block\";\r\nproxy_set_header X-Last \"no newline\";";
+/// Lines the user puts in front of the block afterwards (e.g. with `kubectl edit`).
+const USER_ADDED: &str = "proxy_set_header X-Before-Block \"before the block\";\r\n\t\r\n";
 
-/// The snippet the webhook produces for an Ingress annotated with `key`, with user lines
-/// before the block and (added by the user afterwards) after it.
+/// The snippet the webhook produces for an Ingress annotated with `key`: the block in front of
+/// the user's own lines, then (added by the user afterwards) lines in front of the block.
 fn webhook_snippet(key: &str, legacy: bool) -> String {
     let settings = nginx_settings(legacy);
-    let object = ingress(json!({HEADER: key, SNIPPET: USER_BEFORE}));
+    let object = ingress(json!({HEADER: key, SNIPPET: USER_OWN}));
     let mut mutated = mutate(&object, &settings);
-    let edited = format!("{}{USER_AFTER}", snippet_of(&mutated).unwrap());
+    let first = snippet_of(&mutated).unwrap().to_string();
+    let (user, block) = split_block(&first);
+    assert_eq!(user, USER_OWN, "user lines not kept byte for byte");
+    assert_eq!(first, format!("{block}{USER_OWN}"));
+
+    let edited = format!("{USER_ADDED}{first}");
     mutated["metadata"]["annotations"][SNIPPET] = edited.clone().into();
     let again = mutate(&mutated, &settings);
     let snippet = snippet_of(&again).unwrap().to_string();
     assert_eq!(snippet, edited, "a second mutation changed the snippet");
-    let (user, block) = split_block(&snippet);
-    assert_eq!(user, format!("{USER_BEFORE}{USER_AFTER}"), "user lines not kept byte for byte");
-    assert_eq!(snippet, format!("{USER_BEFORE}{block}{USER_AFTER}"));
+    assert_eq!(split_block(&snippet).0, format!("{USER_ADDED}{USER_OWN}"), "user lines not kept byte for byte");
     snippet
 }
 
@@ -234,7 +241,34 @@ fn nginx_sends_the_divert_member_upstream_and_keeps_the_clients_other_members() 
     let upstream = EchoUpstream::start();
     let plain = webhook_snippet("cindy", false);
     let legacy = webhook_snippet("cindy", true);
-    let nginx = start_nginx(upstream.port, &[("/", &plain), ("/legacy/", &legacy)]);
+    assert!(plain.contains("\r\n") && !plain.ends_with('\n'), "{plain:?}");
+    // A snippet whose last line is a comment without a newline: the line ingress-nginx writes
+    // after the snippet (here proxy_pass) must not become part of the comment.
+    let commented = {
+        let object = ingress(json!({HEADER: "cindy", SNIPPET: "add_header X-User 1;\r\n# the end, no newline"}));
+        snippet_of(&mutate(&object, &nginx_settings(false))).unwrap().to_string()
+    };
+    // A user's `rewrite … break` stops nginx's rewrite-phase directives (`set`, `if`) that come
+    // after it: the block in front of it still runs. (Behind it, where earlier versions of the
+    // webhook appended it and where existing objects keep it, the block's variable stays
+    // empty and the client's other members are lost.)
+    let rewrite = "rewrite /rw/(.*)$ /$1 break;\r\n";
+    let rewriting = {
+        let object = ingress(json!({HEADER: "cindy", SNIPPET: rewrite}));
+        snippet_of(&mutate(&object, &nginx_settings(false))).unwrap().to_string()
+    };
+    assert!(rewriting.ends_with(rewrite), "{rewriting}");
+    let behind = format!("{rewrite}{}", split_block(&rewriting).1);
+    let nginx = start_nginx(
+        upstream.port,
+        &[
+            ("/", &plain),
+            ("/legacy/", &legacy),
+            ("/commented/", &commented),
+            ("/rw/", &rewriting),
+            ("/behind/rw/", &behind),
+        ],
+    );
 
     let cases: &[(Option<&str>, &str)] = &[
         (None, "okteto-divert=cindy"),
@@ -272,10 +306,25 @@ fn nginx_sends_the_divert_member_upstream_and_keeps_the_clients_other_members() 
             assert_eq!(response.header("x-user"), vec!["1"], "{context}");
             assert_eq!(response.upstream_header("x-user-line"), vec!["1"], "{context}");
             assert_eq!(response.upstream_header("x-after-block"), vec!["after the block"], "{context}");
+            assert_eq!(response.upstream_header("x-before-block"), vec!["before the block"], "{context}");
+            assert_eq!(response.upstream_header("x-last"), vec!["no newline"], "{context}");
             assert_eq!(response.upstream_header("x-request-id").len(), 1, "{context}");
             assert_eq!(response.upstream_header("host"), vec!["web-cindy.example.com"], "{context}");
         }
     }
+
+    let response = get(nginx.port, "/commented/", &[("baggage", "okteto-divert=bob,k=v")]);
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.upstream_header("baggage"), vec!["okteto-divert=cindy,k=v"]);
+    assert_eq!(response.header("x-user"), vec!["1"]);
+
+    let response = get(nginx.port, "/rw/x", &[("baggage", "a=1,okteto-divert=bob,b=2")]);
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(response.body.starts_with("GET /x HTTP/1.1\r\n"), "{}", response.body);
+    assert_eq!(response.upstream_header("baggage"), vec!["okteto-divert=cindy,a=1,b=2"]);
+    let response = get(nginx.port, "/behind/rw/x", &[("baggage", "a=1,okteto-divert=bob,b=2")]);
+    assert!(response.body.starts_with("GET /x HTTP/1.1\r\n"), "{}", response.body);
+    assert_eq!(response.upstream_header("baggage"), vec!["okteto-divert=cindy"], "the client's a=1,b=2 are lost");
 
     // More separate runs of okteto-divert members than the block removes: refused, never
     // forwarded with a stale key.
@@ -290,7 +339,7 @@ fn nginx_sends_the_divert_member_upstream_and_keeps_the_clients_other_members() 
 
 #[test]
 fn nginx_accepts_the_block_next_to_corpus_snippets() {
-    // The two real configuration snippets of the corpus, with the block appended.
+    // The two real configuration snippets of the corpus, with the block in front.
     let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/ingresses/");
     let mut snippets = Vec::new();
     for file in [

@@ -28,7 +28,7 @@ fn assert_block_for(block: &str, key: &str, legacy: bool) {
 }
 
 #[test]
-fn header_annotation_adds_one_block_after_the_users_lines() {
+fn header_annotation_adds_one_block_in_front_of_the_users_lines() {
     let object = annotated("cindy", Some(USER_LINES));
     let (mutated, patch) = mutate_with_patch(&object, &nginx_settings(false));
 
@@ -41,7 +41,8 @@ fn header_annotation_adds_one_block_after_the_users_lines() {
     let snippet = snippet_of(&mutated).unwrap();
     let (user, block) = split_block(snippet);
     assert_eq!(user, USER_LINES);
-    assert!(snippet.starts_with(USER_LINES));
+    // The user's text follows the block's end-marker line untouched.
+    assert_eq!(snippet, format!("{block}{USER_LINES}"));
     assert_block_for(&block, "cindy", false);
 }
 
@@ -79,36 +80,82 @@ fn mutation_is_idempotent() {
 fn a_changed_key_rewrites_the_block_in_place() {
     let settings = nginx_settings(false);
     let mut object = mutate(&annotated("cindy", Some(USER_LINES)), &settings);
-    // The user adds a line after the block; it must stay after it.
-    let with_after = format!("{}add_header X-After 1;\n", snippet_of(&object).unwrap());
-    object["metadata"]["annotations"][SNIPPET] = with_after.clone().into();
+    // The user adds a line in front of the block; it must stay in front of it.
+    let with_before = format!("add_header X-Before 1;\n{}", snippet_of(&object).unwrap());
+    object["metadata"]["annotations"][SNIPPET] = with_before.clone().into();
     object["metadata"]["annotations"][HEADER] = "bob".into();
 
     let mutated = mutate(&object, &settings);
     let snippet = snippet_of(&mutated).unwrap();
     let (user, block) = split_block(snippet);
-    assert_eq!(user, format!("{USER_LINES}add_header X-After 1;\n"));
+    assert_eq!(user, format!("add_header X-Before 1;\n{USER_LINES}"));
     assert_block_for(&block, "bob", false);
     assert!(!snippet.contains("cindy"), "{snippet}");
-    assert!(snippet.ends_with("# divert-webhook end\nadd_header X-After 1;\n"), "{snippet}");
-    assert_eq!(snippet.replace(&block, ""), user);
+    assert_eq!(snippet, format!("add_header X-Before 1;\n{block}{USER_LINES}"));
 }
 
 #[test]
 fn removing_the_annotation_removes_the_block_and_keeps_the_users_lines() {
     let settings = nginx_settings(true);
-    // User lines before and after the block, CRLF endings and no final newline: byte for byte.
-    let before = "add_header X-User 1;\r\n  proxy_set_header X-User-Line \"a  b\";\n";
-    let after = "\n# the user's own comment\nadd_header X-After 1;";
-    let mut object = mutate(&annotated("cindy", Some(before)), &settings);
-    let snippet = format!("{}{after}", snippet_of(&object).unwrap());
+    // CRLF endings, a blank line, a comment and no final newline: byte for byte.
+    let users = "add_header X-User 1;\r\n  proxy_set_header X-User-Line \"a  b\";\n\n# the user's own comment\nadd_header X-After 1;";
+    let mut object = mutate(&annotated("cindy", Some(users)), &settings);
+    // The user then adds lines in front of the block.
+    let before = "add_header X-Before 1;\r\n\t\r\n";
+    let snippet = format!("{before}{}", snippet_of(&object).unwrap());
     object["metadata"]["annotations"][SNIPPET] = snippet.clone().into();
     assert_eq!(mutate(&object, &settings), object, "a block among user lines is already right");
 
     object["metadata"]["annotations"].as_object_mut().unwrap().remove(HEADER);
     let removed = mutate(&object, &settings);
-    assert_eq!(snippet_of(&removed), Some(format!("{before}{after}").as_str()));
+    assert_eq!(snippet_of(&removed), Some(format!("{before}{users}").as_str()));
     assert_eq!(removed["metadata"]["annotations"]["kubernetes.io/ingress.class"], "nginx");
+}
+
+#[test]
+fn adding_then_removing_the_annotation_gives_the_snippet_back_exactly() {
+    for legacy in [false, true] {
+        let settings = nginx_settings(legacy);
+        for users in [
+            "a;\nadd_header X 1;",
+            "a;\r\nadd_header X 1;",
+            "a;\r\nadd_header X 1;\r\n",
+            "add_header X 1;  \t",
+            "add_header X 1;\n\n  ",
+            " ",
+            "\n",
+            "\r\n\r\n",
+            "\t",
+            "# only a comment",
+        ] {
+            let with = mutate(&annotated("cindy", Some(users)), &settings);
+            assert_eq!(
+                snippet_of(&with),
+                Some(format!("{}{users}", split_block(snippet_of(&with).unwrap()).1).as_str())
+            );
+            let mut without = with.clone();
+            without["metadata"]["annotations"].as_object_mut().unwrap().remove(HEADER);
+            let (restored, patch) = mutate_with_patch(&without, &settings);
+            assert_eq!(snippet_of(&restored), Some(users), "{users:?}");
+            let ops = serde_json::to_value(&patch).unwrap();
+            assert_eq!(ops.as_array().unwrap().len(), 1, "{ops}");
+            assert_eq!(ops[0]["op"], "replace", "{ops}");
+        }
+    }
+}
+
+#[test]
+fn an_empty_snippet_annotation_goes_away_with_the_block() {
+    // SPEC §6: the annotation is removed when the block was all it held; "" held nothing else.
+    let settings = nginx_settings(false);
+    let with = mutate(&annotated("cindy", Some("")), &settings);
+    assert_block_for(snippet_of(&with).unwrap(), "cindy", false);
+    let mut without = with.clone();
+    without["metadata"]["annotations"].as_object_mut().unwrap().remove(HEADER);
+    assert_eq!(snippet_of(&mutate(&without, &settings)), None);
+    // Without the header annotation an empty snippet is left as it is.
+    let empty = ingress(json!({SNIPPET: ""}));
+    assert_eq!(mutate(&empty, &settings), empty);
 }
 
 #[test]
@@ -251,6 +298,12 @@ fn a_correct_manual_baggage_line_is_allowed() {
     assert!(allowed_with_warnings(&object, &nginx_settings(false)).is_empty());
     // Next to the header annotation it would send baggage twice: a warning names the line.
     let object = annotated("cindy", Some("add_header X-User 1;\nproxy_set_header baggage \"okteto-divert=cindy\";\n"));
+    assert_eq!(allowed_with_warnings(&object, &nginx_settings(false)).len(), 1);
+    assert!(
+        allowed_with_warnings(&object, &nginx_settings(false))[0]
+            .starts_with("configuration-snippet line 2 sets baggage too")
+    );
+    // With the block in front, the line is still counted as the user wrote it.
     let warnings = allowed_with_warnings(&mutate(&object, &nginx_settings(false)), &nginx_settings(false));
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].starts_with("configuration-snippet line 2 sets baggage too"), "{warnings:?}");
@@ -263,7 +316,7 @@ fn the_legacy_header_is_allowed_with_a_warning() {
     assert_eq!(
         off,
         vec![
-            "configuration-snippet line 2: baggage.okteto-divert is deprecated and off here; use baggage: okteto-divert=<namespace>"
+            "configuration-snippet line 2: baggage.okteto-divert is off (deprecated); use baggage: okteto-divert=<namespace>"
         ]
     );
     let on = allowed_with_warnings(&object, &nginx_settings(true));
@@ -351,7 +404,217 @@ fn wrong_forms_in_the_server_snippet_are_denied_too() {
     assert_eq!(
         warnings,
         vec![
-            "server-snippet line 1: baggage.okteto-divert is deprecated and off here; use baggage: okteto-divert=<namespace>"
+            "server-snippet line 1: baggage.okteto-divert is off (deprecated); use baggage: okteto-divert=<namespace>"
         ]
     );
+}
+
+#[test]
+fn wrong_header_names_are_denied_wherever_a_directive_names_them() {
+    for (line, said, fix) in [
+        ("add_header okteto-divert cindy;", r#"add_header sets header "okteto-divert""#, "delete it from the line"),
+        (
+            "add_header X-Okteto-Divert $host always;",
+            r#"add_header sets header "X-Okteto-Divert""#,
+            "delete it from the line",
+        ),
+        (
+            "more_set_headers -s 200 'X-Okteto-Divert: cindy';",
+            r#"more_set_headers sets header "X-Okteto-Divert""#,
+            "delete it",
+        ),
+        ("more_clear_headers X-A okteto-divert;", r#"more_clear_headers clears header "okteto-divert""#, "delete it"),
+        (
+            "more_clear_input_headers -t text/html 'x-okteto-divert';",
+            r#"more_clear_input_headers clears header "x-okteto-divert""#,
+            "the webhook's block replaces a client's okteto-divert member",
+        ),
+        ("proxy_hide_header okteto-divert;", r#"proxy_hide_header hides header "okteto-divert""#, "delete it"),
+        ("proxy_pass_header X-OKTETO-DIVERT;", r#"proxy_pass_header passes header "X-OKTETO-DIVERT""#, "delete it"),
+        ("grpc_hide_header x-okteto-divert;", r#"grpc_hide_header hides header "x-okteto-divert""#, "delete it"),
+        (
+            "if ($http_x_okteto_divert) { return 403; }",
+            r#"$http_x_okteto_divert reads header "x-okteto-divert", which divert never sends"#,
+            "read $http_baggage instead",
+        ),
+        (
+            r#"proxy_set_header baggage "okteto-divert=${http_okteto_divert}";"#,
+            r#"${http_okteto_divert} reads header "okteto-divert""#,
+            "read $http_baggage instead",
+        ),
+        (
+            "add_header X-Seen $sent_http_okteto_divert;",
+            r#"$sent_http_okteto_divert reads header "okteto-divert""#,
+            "read $http_baggage instead",
+        ),
+    ] {
+        let snippet = format!("add_header X-User 1;\r\n\r\n{line}\n");
+        let object = ingress(json!({SNIPPET: snippet}));
+        for settings in [nginx_settings(false), Settings::default()] {
+            let message = denied(&object, &settings);
+            assert!(message.contains(&format!("{SNIPPET_FIELD} line 3: {said}")), "{message}");
+            assert!(message.contains("baggage as the member okteto-divert=<namespace>"), "{message}");
+            assert!(message.contains(fix), "{message}");
+        }
+        // After the mutation put the block in front: the line as the user wrote it, and where
+        // it is in the stored snippet.
+        let object = mutate(&annotated("cindy", Some(&snippet)), &nginx_settings(false));
+        let block_lines = split_block(snippet_of(&object).unwrap()).1.lines().count();
+        let message = denied(&object, &nginx_settings(false));
+        assert!(message.contains(&format!("{SNIPPET_FIELD} line 3: {said}")), "{message}");
+        let stored = format!("(line 3 not counting the divert-webhook block; line {} as stored)", block_lines + 3);
+        assert!(message.ends_with(&stored), "{message}");
+        // The server snippet too.
+        let object = ingress(json!({"nginx.ingress.kubernetes.io/server-snippet": format!("{line}\n")}));
+        let message = denied(&object, &nginx_settings(false));
+        assert!(message.contains(&format!("server-snippet\"] line 1: {said}")), "{message}");
+    }
+}
+
+#[test]
+fn correct_configuration_that_looks_alike_is_allowed() {
+    // Other headers whose names merely contain the wrong ones, header patterns, the right
+    // header read and sent, comments: never denied, never warned about.
+    let snippet = "add_header X-Okteto-Divert-Key 1;\n\
+                   more_clear_headers 'X-Okteto-*' 'okteto-divert-*';\n\
+                   proxy_hide_header x-okteto-diverted;\n\
+                   # proxy_set_header okteto-divert cindy; ($http_x_okteto_divert)\n\
+                   set $route \"$http_okteto_divert_2 $http_xokteto_divert $arg_okteto_divert $cookie_okteto_divert\";\n\
+                   add_header baggage \"okteto-divert=cindy\";\n\
+                   add_header baggage.okteto-divert cindy;\n\
+                   proxy_set_header X-Trace \"$http_baggage\";\n\
+                   more_clear_input_headers baggage.okteto-divert;\n";
+    let object = ingress(json!({SNIPPET: snippet}));
+    for settings in [nginx_settings(false), nginx_settings(true), Settings::default()] {
+        assert!(allowed_with_warnings(&object, &settings).is_empty());
+    }
+    let mutated = mutate(&annotated("cindy", Some(snippet)), &nginx_settings(false));
+    assert!(allowed_with_warnings(&mutated, &nginx_settings(false)).is_empty());
+}
+
+#[test]
+fn warnings_stay_under_120_characters_with_long_names_and_line_numbers() {
+    // 200 000 lines (about what a 3 MiB review can carry is 3 million), long header names
+    // and long directive arguments: every warning stays one short sentence.
+    let long_name = format!("X-{}", "Very-Long-Header-Name-".repeat(200));
+    let mut snippet = String::new();
+    for i in 0..200_000 {
+        if i % 50_000 == 0 {
+            snippet.push_str(&format!("proxy_set_header {long_name} \"{}\";\r\n", "v".repeat(5_000)));
+        }
+        snippet.push_str("add_header X-Pad 1;\n");
+    }
+    snippet.push_str("proxy_set_header Baggage.Okteto-Divert cindy;\r\n");
+    snippet.push_str(&format!("more_set_input_headers 'baggage: okteto-divert=cindy' '{long_name}: x';"));
+    let lines = snippet.split_inclusive('\n').count();
+    for settings in [nginx_settings(false), nginx_settings(true)] {
+        let object = annotated("cindy", Some(&snippet));
+        let warnings = allowed_with_warnings(&object, &settings);
+        // The same once the block is in front (lines are counted as the user wrote them).
+        assert_eq!(allowed_with_warnings(&mutate(&object, &settings), &settings), warnings);
+        let legacy = if settings.legacy_header { "is deprecated" } else { "is off (deprecated)" };
+        assert_eq!(
+            warnings,
+            vec![
+                format!(
+                    "configuration-snippet line {}: baggage.okteto-divert {legacy}; use baggage: okteto-divert=<namespace>",
+                    lines - 1
+                ),
+                format!(
+                    "configuration-snippet line {lines} sets baggage too; delete it (divert-webhook sets it from divert.okteto.com/header)"
+                ),
+            ]
+        );
+    }
+}
+
+// ---- add, then remove: the user's snippet comes back byte for byte ------------------------
+
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One line of text (no '\n'): printable ASCII with tabs and stray CRs, any non-control
+    /// Unicode, or something close to (but not) a marker line or a directive.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ -~\t\r]{0,40}",
+            "\\PC{0,12}",
+            prop::sample::select(vec![
+                "# divert-webhook begin x",
+                "#divert-webhook begin",
+                "# divert-webhook",
+                "x # divert-webhook end",
+                "# divert-webhook end;",
+                "proxy_set_header X-A \"a;b\";",
+                "more_set_headers 'X-B: 1';",
+                "if ($http_x) {",
+                "}",
+                "'unclosed",
+                "",
+                " \t ",
+            ])
+            .prop_map(str::to_string),
+        ]
+    }
+
+    /// A user's snippet: lines ending in LF or CRLF, the last one maybe without any ending;
+    /// `None`: no snippet annotation.
+    fn users_snippet() -> impl Strategy<Value = Option<String>> {
+        let ending = || prop::sample::select(vec!["\n", "\r\n"]);
+        let last_ending = prop::sample::select(vec!["", "\n", "\r\n"]);
+        let snippet =
+            (prop::collection::vec((text(), ending()), 0..6), text(), last_ending).prop_map(|(lines, last, end)| {
+                let mut snippet: String = lines.into_iter().map(|(text, ending)| text + ending).collect();
+                snippet.push_str(&last);
+                snippet.push_str(end);
+                snippet
+            });
+        prop::option::weighted(0.9, snippet).prop_filter("no marker lines", |s| {
+            s.as_deref().is_none_or(|s| s.split_inclusive('\n').all(|l| l.trim() != BEGIN && l.trim() != END))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+        #[test]
+        fn any_users_snippet_survives_adding_and_removing_the_header(
+            original in users_snippet(),
+            legacy in any::<bool>(),
+        ) {
+            let settings = nginx_settings(legacy);
+            let object = annotated("cindy", original.as_deref());
+
+            // Added: the block, then the user's text as it was.
+            let with = mutate(&object, &settings);
+            let snippet = snippet_of(&with).expect("a snippet").to_string();
+            let (user, block) = split_block(&snippet);
+            prop_assert_eq!(&snippet, &format!("{block}{}", original.as_deref().unwrap_or("")));
+            prop_assert_eq!(user.as_str(), original.as_deref().unwrap_or(""));
+
+            // Idempotent: a second pass has nothing to do.
+            let again = mutate_with_patch(&with, &settings).1;
+            prop_assert!(again.0.is_empty(), "second pass patched: {:?}", again);
+
+            // Warnings, if any, are short.
+            let response = validate(&with, &settings);
+            for warning in response.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+                prop_assert!(warning.as_str().unwrap().len() < 120, "{}", warning);
+            }
+
+            // Removed: the user's snippet byte for byte, or no annotation when it held nothing.
+            let mut without = with.clone();
+            without["metadata"]["annotations"].as_object_mut().unwrap().remove(HEADER);
+            let restored = mutate(&without, &settings);
+            let expected = original.as_deref().filter(|s| !s.is_empty());
+            prop_assert_eq!(snippet_of(&restored), expected);
+            let mut unannotated = object.clone();
+            unannotated["metadata"]["annotations"].as_object_mut().unwrap().remove(HEADER);
+            if original.as_deref() == Some("") {
+                unannotated["metadata"]["annotations"].as_object_mut().unwrap().remove(SNIPPET);
+            }
+            prop_assert_eq!(restored, unannotated);
+        }
+    }
 }

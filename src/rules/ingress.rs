@@ -14,7 +14,9 @@ use super::divert::{
     BAGGAGE_HEADER, BAGGAGE_MEMBER, HEADER_ANNOTATION, LEGACY_HEADER, check_divert_key, object_ref,
     wrong_baggage_value, wrong_header_name,
 };
-use super::nginx_snippet::{self, divert_block, header_settings, replace_blocks, user_directives};
+use super::nginx_snippet::{
+    self, HeaderMention, HeaderUse, divert_block, header_mentions, replace_blocks, user_directives,
+};
 use super::{Findings, Subject, metadata_map_mut};
 use crate::settings::{Driver, Settings};
 
@@ -129,8 +131,9 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
     }
 }
 
-/// SPEC §2 wrong forms (denied) and the legacy header (warned) in the request headers that the
-/// user's own lines of `snippet` set; the divert block's lines are the webhook's, not checked.
+/// SPEC §2 wrong forms (denied) wherever the user's own lines of `snippet` name a header, and
+/// the legacy header (warned) in the request headers they set; the divert block's lines are the
+/// webhook's, not checked.
 fn check_header_forms(
     object: &str,
     annotation: &str,
@@ -142,34 +145,108 @@ fn check_header_forms(
     // Warnings are short: the annotation's name without its prefix.
     let short = annotation.rsplit('/').next().unwrap_or(annotation);
     for directive in user_directives(snippet) {
-        let line = directive.line;
-        for header in header_settings(&directive) {
-            if let Some(problem) = wrong_header_name(&header.name) {
-                findings.deny(
-                    "wrong-header-form",
-                    format!(
-                        "{object}: {}: {problem}; or delete the line and set {HEADER_ANNOTATION}: <namespace> \
-                         to have divert-webhook add it",
-                        snippet_field(annotation, line)
-                    ),
-                );
-            } else if header.name.eq_ignore_ascii_case(BAGGAGE_HEADER) {
-                if let Some(problem) = wrong_baggage_value(&header.value) {
-                    findings
-                        .deny("wrong-header-form", format!("{object}: {}: {problem}", snippet_field(annotation, line)));
-                } else if has_header {
-                    findings.warn(format!(
-                        "{short} line {line} sets {BAGGAGE_HEADER} too; delete it, divert-webhook sets it from {HEADER_ANNOTATION}"
-                    ));
-                }
+        // The line as the user wrote it: the webhook's block in front of it is not counted.
+        let line = directive.own_line;
+        let field = snippet_field(annotation, line);
+        let stored_at = if directive.line == line {
+            String::new()
+        } else {
+            format!(" (line {line} not counting the divert-webhook block; line {} as stored)", directive.line)
+        };
+        for header in header_mentions(&directive) {
+            if let Some(problem) = wrong_name_problem(&header) {
+                findings.deny("wrong-header-form", format!("{object}: {field}: {problem}{stored_at}"));
+                continue;
+            }
+            let is_baggage = header.name.eq_ignore_ascii_case(BAGGAGE_HEADER);
+            if let (true, Some(problem)) = (is_baggage, header.value.as_deref().and_then(wrong_baggage_value)) {
+                findings.deny("wrong-header-form", format!("{object}: {field}: {problem}{stored_at}"));
+                continue;
+            }
+            // What reaches the upstream is what routes: the warnings are about request headers.
+            if header.used != HeaderUse::SetsRequest {
+                continue;
+            }
+            if is_baggage && has_header {
+                findings.warn(line_warning(
+                    short,
+                    line,
+                    &format!(" sets {BAGGAGE_HEADER} too; delete it (divert-webhook sets it from {HEADER_ANNOTATION})"),
+                    &format!(" sets {BAGGAGE_HEADER} too; delete it ({HEADER_ANNOTATION} sets it)"),
+                ));
             } else if header.name.eq_ignore_ascii_case(LEGACY_HEADER) {
-                let state = if settings.legacy_header { "deprecated" } else { "deprecated and off here" };
-                findings.warn(format!(
-                    "{short} line {line}: {LEGACY_HEADER} is {state}; use {BAGGAGE_HEADER}: {BAGGAGE_MEMBER}=<namespace>"
+                let (state, brief) = if settings.legacy_header {
+                    ("is deprecated", "is deprecated")
+                } else {
+                    ("is off (deprecated)", "is off")
+                };
+                findings.warn(line_warning(
+                    short,
+                    line,
+                    &format!(": {LEGACY_HEADER} {state}; use {BAGGAGE_HEADER}: {BAGGAGE_MEMBER}=<namespace>"),
+                    &format!(": {LEGACY_HEADER} {brief}; use {BAGGAGE_HEADER}: {BAGGAGE_MEMBER}=<ns>"),
                 ));
             }
         }
     }
+}
+
+/// What is wrong and the fix when `header` is one of the wrong header names of SPEC §2 (a
+/// directive that sets, clears, hides, passes or reads it is the same misunderstanding: divert's
+/// key never travels in a header of that name). Correct configuration never names them.
+fn wrong_name_problem(header: &HeaderMention) -> Option<String> {
+    let problem = wrong_header_name(&header.name)?;
+    let HeaderMention { name, by, used, .. } = header;
+    let key = format!("the key travels in {BAGGAGE_HEADER} as the member {BAGGAGE_MEMBER}=<namespace>");
+    Some(match used {
+        // The same words as for a VirtualService's header operations.
+        HeaderUse::SetsRequest => format!(
+            "{problem}; or delete the line and set {HEADER_ANNOTATION}: <namespace> to have divert-webhook add it"
+        ),
+        HeaderUse::Reads => format!(
+            "{by} reads header {name:?}, which divert never sends ({key}); read ${BAGGAGE_HEADER_VARIABLE} instead"
+        ),
+        HeaderUse::ClearsRequest => format!(
+            "{by} clears header {name:?}, which divert never reads ({key}); delete it from the line \
+             (with {HEADER_ANNOTATION} the webhook's block replaces a client's {BAGGAGE_MEMBER} member)"
+        ),
+        HeaderUse::SetsResponse | HeaderUse::ClearsResponse | HeaderUse::Hides | HeaderUse::Passes => format!(
+            "{by} {} header {name:?}, which divert never uses ({key}, on requests only); delete it from the line",
+            used.verb()
+        ),
+    })
+}
+
+/// The nginx variable holding the client's `baggage` header.
+const BAGGAGE_HEADER_VARIABLE: &str = "http_baggage";
+
+/// SPEC §8: a warning is one short sentence, under this many characters.
+const WARNING_LIMIT: usize = 120;
+
+/// `"{short} line {line}{text}"`, or with `brief` in place of `text` when the line number is
+/// too long for that to stay under [`WARNING_LIMIT`] (only for absurdly long snippets: a
+/// 3 MiB AdmissionReview holds at most 7-digit line numbers). As a last resort the sentence is
+/// cut, so no input can make a warning too long.
+fn line_warning(short: &str, line: usize, text: &str, brief: &str) -> String {
+    let warning = format!("{short} line {line}{text}");
+    if warning.len() < WARNING_LIMIT {
+        return warning;
+    }
+    cut_warning(format!("{short} line {line}{brief}"))
+}
+
+fn cut_warning(mut warning: String) -> String {
+    const ELLIPSIS: &str = "...";
+    if warning.len() < WARNING_LIMIT {
+        return warning;
+    }
+    let mut end = WARNING_LIMIT - 1 - ELLIPSIS.len();
+    while !warning.is_char_boundary(end) {
+        end -= 1;
+    }
+    warning.truncate(end);
+    warning.push_str(ELLIPSIS);
+    warning
 }
 
 #[cfg(test)]
@@ -244,6 +321,64 @@ mod tests {
         assert_eq!(mutated(&object, &nginx(false)), object);
         let findings = rules::validate(&subject(&object), &nginx(false));
         assert!(findings.denials[0].message.contains("configuration-snippet\"] is not a string"), "{findings:?}");
+    }
+
+    #[test]
+    fn warnings_stay_short_for_any_line_number() {
+        // Every warning this module writes, at the longest line numbers there are.
+        let legacy = |on| {
+            let settings = nginx(on);
+            let mut findings = Findings::default();
+            let snippet = format!("{}proxy_set_header Baggage.Okteto-Divert x;\n", "\n".repeat(99));
+            check_header_forms("Ingress cindy/web", SNIPPET_ANNOTATION, &snippet, true, &settings, &mut findings);
+            let snippet = format!("{}proxy_set_header BAGGAGE \"okteto-divert=x\";\n", "\n".repeat(1_000_000));
+            check_header_forms("Ingress cindy/web", SNIPPET_ANNOTATION, &snippet, true, &settings, &mut findings);
+            findings.warnings
+        };
+        let (off, on) = (legacy(false), legacy(true));
+        assert_eq!(
+            off,
+            [
+                "configuration-snippet line 100: baggage.okteto-divert is off (deprecated); use baggage: okteto-divert=<namespace>",
+                "configuration-snippet line 1000001 sets baggage too; delete it (divert-webhook sets it from divert.okteto.com/header)",
+            ]
+        );
+        assert_eq!(
+            on[0],
+            "configuration-snippet line 100: baggage.okteto-divert is deprecated; use baggage: okteto-divert=<namespace>"
+        );
+        for line in [1, 99, 100, 9_999_999, 10_000_000, 123_456_789_012, usize::MAX] {
+            for annotation in [SNIPPET_ANNOTATION, SERVER_SNIPPET_ANNOTATION] {
+                let short = annotation.rsplit('/').next().unwrap();
+                for (text, brief) in [
+                    (
+                        " sets baggage too; delete it (divert-webhook sets it from divert.okteto.com/header)",
+                        " sets baggage too; delete it (divert.okteto.com/header sets it)",
+                    ),
+                    (
+                        ": baggage.okteto-divert is off (deprecated); use baggage: okteto-divert=<namespace>",
+                        ": baggage.okteto-divert is off; use baggage: okteto-divert=<ns>",
+                    ),
+                    (
+                        ": baggage.okteto-divert is deprecated; use baggage: okteto-divert=<namespace>",
+                        ": baggage.okteto-divert is deprecated; use baggage: okteto-divert=<ns>",
+                    ),
+                ] {
+                    let warning = line_warning(short, line, text, brief);
+                    assert!(warning.len() < WARNING_LIMIT, "{} chars: {warning}", warning.len());
+                    // The full sentence whenever it fits, always up to 7-digit line numbers (a
+                    // 3 MiB review); the brief one beyond; never cut.
+                    let full = format!("{short} line {line}{text}");
+                    assert!(line >= 10_000_000 || full.len() < WARNING_LIMIT, "{full}");
+                    let expected =
+                        if full.len() < WARNING_LIMIT { full } else { format!("{short} line {line}{brief}") };
+                    assert_eq!(warning, expected);
+                }
+            }
+        }
+        // The last resort: a sentence too long in any form is cut, at a character boundary.
+        let cut = line_warning(&"é".repeat(100), usize::MAX, "x", "y");
+        assert!(cut.len() < WARNING_LIMIT && cut.ends_with("..."), "{cut}");
     }
 
     #[test]

@@ -121,29 +121,30 @@ pub fn check_markers(snippet: &str) -> Result<(), MarkerError> {
 }
 
 /// `snippet` with every divert block removed and, if `block` is given, that block in place of
-/// the first one (or appended when there was none). The lines outside the blocks are kept byte
-/// for byte; several blocks (a copy-paste) collapse into one.
+/// the first one, or in front of the user's lines when there was none. The lines outside the
+/// blocks are kept byte for byte; several blocks (a copy-paste) collapse into one.
+///
+/// A new block goes first so that the user's text follows the block's end-marker line as it
+/// was, whatever its line endings and whether or not it ends in a newline: taking the block
+/// out again gives the user's snippet back exactly (see docs/ingress.md, "Place of the block").
 pub fn replace_blocks(snippet: &str, block: Option<&str>) -> Result<String, MarkerError> {
     let lines = lines(snippet);
     let blocks = blocks_in(&lines)?;
     let mut out = String::with_capacity(snippet.len() + block.map_or(0, str::len));
-    let mut placed = false;
+    if blocks.is_empty() {
+        out.push_str(block.unwrap_or(""));
+        out.push_str(snippet);
+        return Ok(out);
+    }
     let mut next = 0;
-    for range in &blocks {
+    for (i, range) in blocks.iter().enumerate() {
         out.extend(lines[next..range.start].iter().copied());
-        if let (Some(block), false) = (block, placed) {
-            out.push_str(block);
-            placed = true;
+        if i == 0 {
+            out.push_str(block.unwrap_or(""));
         }
         next = range.end;
     }
     out.extend(lines[next..].iter().copied());
-    if let (Some(block), false) = (block, placed) {
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str(block);
-    }
     Ok(out)
 }
 
@@ -152,6 +153,9 @@ pub fn replace_blocks(snippet: &str, block: Option<&str>) -> Result<String, Mark
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Directive {
     pub line: usize,
+    /// The same line counted without the divert blocks' lines: its number in the snippet as the
+    /// user wrote it, before the webhook put its block in front.
+    pub own_line: usize,
     pub words: Vec<String>,
 }
 
@@ -166,14 +170,21 @@ pub fn user_directives(snippet: &str) -> Vec<Directive> {
         .enumerate()
         .map(|(i, line)| if blocks.iter().any(|b| b.contains(&i)) { ";\n" } else { line })
         .collect();
-    tokenize(&user_text)
+    let mut directives = tokenize(&user_text);
+    for directive in &mut directives {
+        // A directive starts on a user's line (the block's lines hold no words).
+        let index = directive.line - 1;
+        let block_lines_before: usize = blocks.iter().map(|b| b.end.min(index).saturating_sub(b.start)).sum();
+        directive.own_line = directive.line - block_lines_before;
+    }
+    directives
 }
 
 /// nginx's lexer, simplified: words split by whitespace, `"…"`/`'…'` quoting with backslash
 /// escapes (a quoted word may span lines), `#` comments, `;` `{` `}` end a statement.
 fn tokenize(text: &str) -> Vec<Directive> {
     let mut directives = Vec::new();
-    let mut current = Directive { line: 0, words: Vec::new() };
+    let mut current = Directive { line: 0, own_line: 0, words: Vec::new() };
     let mut word: Option<String> = None;
     let mut quote: Option<char> = None;
     let mut line = 1;
@@ -183,13 +194,14 @@ fn tokenize(text: &str) -> Vec<Directive> {
         if let Some(w) = word.take() {
             if current.words.is_empty() {
                 current.line = line;
+                current.own_line = line;
             }
             current.words.push(w);
         }
     }
     fn finish(current: &mut Directive, directives: &mut Vec<Directive>) {
         if !current.words.is_empty() {
-            directives.push(std::mem::replace(current, Directive { line: 0, words: Vec::new() }));
+            directives.push(std::mem::replace(current, Directive { line: 0, own_line: 0, words: Vec::new() }));
         }
     }
 
@@ -257,42 +269,155 @@ fn unescape(next: Option<char>, word: &mut String, line: &mut usize) {
     }
 }
 
-/// A request header the directive sets for the upstream: `proxy_set_header`/`grpc_set_header`
-/// NAME VALUE, or each `"Name: value"` of headers-more's `more_set_input_headers`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeaderSetting {
-    pub name: String,
-    pub value: String,
+/// How a directive of the user's snippet uses a header (SPEC §2: wrong header names are
+/// rejected wherever they appear in configuration, so every use is found, not only setters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderUse {
+    /// Sets a request header sent upstream: `proxy_set_header`, `grpc_set_header`,
+    /// `more_set_input_headers`.
+    SetsRequest,
+    /// Clears a request header: `more_clear_input_headers`.
+    ClearsRequest,
+    /// Sets a response header: `add_header`, `add_trailer`, `more_set_headers`.
+    SetsResponse,
+    /// Clears a response header: `more_clear_headers`.
+    ClearsResponse,
+    /// Hides an upstream's response header: `proxy_hide_header` (and grpc/fastcgi/uwsgi/scgi).
+    Hides,
+    /// Passes an upstream's response header: `proxy_pass_header` (and grpc/fastcgi/uwsgi/scgi).
+    Passes,
+    /// Reads a header through a variable: `$http_NAME`, `$sent_http_NAME`, `$upstream_http_NAME`
+    /// (and the `_trailer_` ones).
+    Reads,
 }
 
-pub fn header_settings(directive: &Directive) -> Vec<HeaderSetting> {
-    let Some((name, args)) = directive.words.split_first() else { return Vec::new() };
-    match name.as_str() {
-        "proxy_set_header" | "grpc_set_header" => match args {
-            [name, value, ..] => vec![HeaderSetting { name: name.clone(), value: value.clone() }],
-            [name] => vec![HeaderSetting { name: name.clone(), value: String::new() }],
-            [] => Vec::new(),
-        },
-        "more_set_input_headers" => {
-            let mut settings = Vec::new();
+impl HeaderUse {
+    /// The verb for a message: "proxy_hide_header hides header …".
+    pub fn verb(self) -> &'static str {
+        match self {
+            HeaderUse::SetsRequest | HeaderUse::SetsResponse => "sets",
+            HeaderUse::ClearsRequest | HeaderUse::ClearsResponse => "clears",
+            HeaderUse::Hides => "hides",
+            HeaderUse::Passes => "passes",
+            HeaderUse::Reads => "reads",
+        }
+    }
+}
+
+/// One header a directive names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderMention {
+    /// As written; for a variable, the header it reads (`$http_x_okteto_divert`: `x-okteto-divert`).
+    pub name: String,
+    /// The value a setter gives it (`None` for the other uses).
+    pub value: Option<String>,
+    pub used: HeaderUse,
+    /// The directive's name, or the variable as written (`$http_x_okteto_divert`).
+    pub by: String,
+}
+
+/// Response-header directives of the upstream modules that take one header name.
+fn hide_or_pass(directive: &str) -> Option<HeaderUse> {
+    let (module, rest) = directive.split_once('_')?;
+    if !matches!(module, "proxy" | "grpc" | "fastcgi" | "uwsgi" | "scgi") {
+        return None;
+    }
+    match rest {
+        "hide_header" => Some(HeaderUse::Hides),
+        "pass_header" => Some(HeaderUse::Passes),
+        _ => None,
+    }
+}
+
+/// The headers `directive` names: as the argument of a header directive, or as an nginx
+/// variable that reads one, in any of its words.
+pub fn header_mentions(directive: &Directive) -> Vec<HeaderMention> {
+    let Some((command, args)) = directive.words.split_first() else { return Vec::new() };
+    let mention = |name: &str, value: Option<&str>, used| HeaderMention {
+        name: name.to_string(),
+        value: value.map(str::to_string),
+        used,
+        by: command.clone(),
+    };
+    let mut mentions = Vec::new();
+    match command.as_str() {
+        "proxy_set_header" | "grpc_set_header" => {
+            if let Some((name, value)) = args.split_first() {
+                let value = value.first().map_or("", String::as_str);
+                mentions.push(mention(name, Some(value), HeaderUse::SetsRequest));
+            }
+        }
+        "add_header" | "add_trailer" => {
+            if let Some((name, value)) = args.split_first() {
+                let value = value.first().map_or("", String::as_str);
+                mentions.push(mention(name, Some(value), HeaderUse::SetsResponse));
+            }
+        }
+        "more_set_input_headers" | "more_set_headers" | "more_clear_input_headers" | "more_clear_headers" => {
+            let used = match command.as_str() {
+                "more_set_input_headers" => HeaderUse::SetsRequest,
+                "more_set_headers" => HeaderUse::SetsResponse,
+                "more_clear_input_headers" => HeaderUse::ClearsRequest,
+                _ => HeaderUse::ClearsResponse,
+            };
+            let sets = matches!(used, HeaderUse::SetsRequest | HeaderUse::SetsResponse);
             let mut args = args.iter();
             while let Some(arg) = args.next() {
                 match arg.as_str() {
-                    "-r" => {}
-                    // `-t <content types>` filters by type; its argument is not a header.
-                    "-t" => {
+                    // Flags: replace only (-r), append (-a).
+                    "-r" | "-a" => {}
+                    // Filters by status (-s) or content type (-t); their argument is not a header.
+                    "-s" | "-t" => {
                         args.next();
                     }
                     header => {
                         let (name, value) = header.split_once(':').unwrap_or((header, ""));
-                        settings.push(HeaderSetting { name: name.trim().to_string(), value: value.trim().to_string() });
+                        mentions.push(mention(name.trim(), sets.then_some(value.trim()), used));
                     }
                 }
             }
-            settings
         }
-        _ => Vec::new(),
+        other => {
+            if let (Some(used), Some(name)) = (hide_or_pass(other), args.first()) {
+                mentions.push(mention(name, None, used));
+            }
+        }
     }
+    for word in &directive.words {
+        for (variable, name) in header_variables(word) {
+            if !mentions.iter().any(|m| m.used == HeaderUse::Reads && m.by == variable) {
+                mentions.push(HeaderMention { name, value: None, used: HeaderUse::Reads, by: variable });
+            }
+        }
+    }
+    mentions
+}
+
+/// nginx variables in `word` that read a header: (the variable as written, the header name).
+/// nginx variable names are case-insensitive; `_` in the name stands for `-` in the header.
+fn header_variables(word: &str) -> Vec<(String, String)> {
+    const PREFIXES: [&str; 5] = ["http_", "sent_http_", "upstream_http_", "sent_trailer_", "upstream_trailer_"];
+    let mut found = Vec::new();
+    let mut rest = word;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let (name, written_len) = match rest.strip_prefix('{') {
+            Some(inner) => match inner.find('}') {
+                Some(end) => (&inner[..end], end + 2),
+                None => continue,
+            },
+            None => {
+                let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                (&rest[..end], end)
+            }
+        };
+        let lower = name.to_ascii_lowercase();
+        if let Some(header) = PREFIXES.iter().find_map(|p| lower.strip_prefix(p)).filter(|h| !h.is_empty()) {
+            found.push((format!("${}", &rest[..written_len]), header.replace('_', "-")));
+        }
+        rest = &rest[written_len..];
+    }
+    found
 }
 
 #[cfg(test)]
@@ -320,11 +445,14 @@ mod tests {
     }
 
     #[test]
-    fn a_block_is_appended_on_a_line_of_its_own() {
+    fn a_new_block_goes_in_front_of_the_users_lines_and_comes_out_exactly() {
         let block = divert_block("cindy", false);
-        assert_eq!(replace_blocks("", Some(&block)).unwrap(), block);
-        assert_eq!(replace_blocks("a b;", Some(&block)).unwrap(), format!("a b;\n{block}"));
-        assert_eq!(replace_blocks("a b;\n", Some(&block)).unwrap(), format!("a b;\n{block}"));
+        for user in ["", "a b;", "a b;\n", "a;\r\nb;", "a;\r\nb;\r\n", "  ", "\n", "\r", "x;\n  \t", "# c"] {
+            let added = replace_blocks(user, Some(&block)).unwrap();
+            assert_eq!(added, format!("{block}{user}"), "{user:?}");
+            assert_eq!(replace_blocks(&added, Some(&block)).unwrap(), added, "{user:?}");
+            assert_eq!(replace_blocks(&added, None).unwrap(), user, "{user:?}");
+        }
     }
 
     #[test]
@@ -366,10 +494,14 @@ mod tests {
                 (8, vec!["a\tb", "c\\d", "\\;"]),
             ]
         );
-        let headers: Vec<HeaderSetting> = directives.iter().flat_map(header_settings).collect();
-        let pairs: Vec<(&str, &str)> = headers.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
+        let headers: Vec<HeaderMention> = directives.iter().flat_map(header_mentions).collect();
+        let setters: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|h| h.used == HeaderUse::SetsRequest)
+            .map(|h| (h.name.as_str(), h.value.as_deref().unwrap()))
+            .collect();
         assert_eq!(
-            pairs,
+            setters,
             vec![
                 ("okteto-divert", "cindy"),
                 ("baggage", "a=1"),
@@ -378,20 +510,94 @@ mod tests {
                 ("X-Split", "multi\nline")
             ]
         );
+        let reads: Vec<(&str, &str)> =
+            headers.iter().filter(|h| h.used == HeaderUse::Reads).map(|h| (h.by.as_str(), h.name.as_str())).collect();
+        assert_eq!(reads, vec![("$http_x", "x")]);
+    }
+
+    /// (directive name or variable, use, header name, value) of every header `snippet` names.
+    fn mentions(snippet: &str) -> Vec<(String, HeaderUse, String, Option<String>)> {
+        user_directives(snippet).iter().flat_map(header_mentions).map(|m| (m.by, m.used, m.name, m.value)).collect()
+    }
+
+    #[test]
+    fn every_header_directive_is_read() {
+        use HeaderUse::*;
+        let s = |v: &str| Some(v.to_string());
+        let snippet = "add_header X-A \"1\" always;\n\
+                       add_trailer X-T 2;\n\
+                       more_set_headers -s '404 500' -t text/html -a 'X-B: 2' \"X-C:\";\n\
+                       more_clear_headers -s 404 X-D 'X-E*';\n\
+                       more_clear_input_headers -t text/plain X-F;\n\
+                       proxy_hide_header X-G;\nproxy_pass_header X-H;\ngrpc_hide_header X-I;\n\
+                       fastcgi_pass_header X-J;\nproxy_pass http://x;\nproxy_set_header X-K;\n";
+        assert_eq!(
+            mentions(snippet),
+            vec![
+                ("add_header".into(), SetsResponse, "X-A".into(), s("1")),
+                ("add_trailer".into(), SetsResponse, "X-T".into(), s("2")),
+                ("more_set_headers".into(), SetsResponse, "X-B".into(), s("2")),
+                ("more_set_headers".into(), SetsResponse, "X-C".into(), s("")),
+                ("more_clear_headers".into(), ClearsResponse, "X-D".into(), None),
+                ("more_clear_headers".into(), ClearsResponse, "X-E*".into(), None),
+                ("more_clear_input_headers".into(), ClearsRequest, "X-F".into(), None),
+                ("proxy_hide_header".into(), Hides, "X-G".into(), None),
+                ("proxy_pass_header".into(), Passes, "X-H".into(), None),
+                ("grpc_hide_header".into(), Hides, "X-I".into(), None),
+                ("fastcgi_pass_header".into(), Passes, "X-J".into(), None),
+                ("proxy_set_header".into(), SetsRequest, "X-K".into(), s("")),
+            ]
+        );
+    }
+
+    #[test]
+    fn header_variables_are_found_in_every_word() {
+        let snippet = "if ($HTTP_X_OKTETO_DIVERT = \"a\") { return 403; }\n\
+                       proxy_set_header baggage \"okteto-divert=${http_okteto_divert},k=$sent_http_x_y$upstream_http_z\";\n\
+                       set $x \"$http_a $http_a $http_ $http_okteto_divert_2 $arg_http_x $1 ${http_unclosed\";\n\
+                       # comment $http_okteto_divert\n";
+        let reads: Vec<(String, String)> = user_directives(snippet)
+            .iter()
+            .flat_map(header_mentions)
+            .filter(|m| m.used == HeaderUse::Reads)
+            .map(|m| (m.by, m.name))
+            .collect();
+        let pairs: Vec<(&str, &str)> = reads.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("$HTTP_X_OKTETO_DIVERT", "x-okteto-divert"),
+                ("${http_okteto_divert}", "okteto-divert"),
+                ("$sent_http_x_y", "x-y"),
+                ("$upstream_http_z", "z"),
+                ("$http_a", "a"),
+                ("$http_okteto_divert_2", "okteto-divert-2"),
+            ]
+        );
     }
 
     #[test]
     fn our_own_block_is_not_read_as_user_directives() {
         let snippet = format!("a 1;\n{}b 2;\n", divert_block("cindy", true));
-        let lines: Vec<usize> = user_directives(&snippet).iter().map(|d| d.line).collect();
+        let lines: Vec<(usize, usize)> = user_directives(&snippet).iter().map(|d| (d.line, d.own_line)).collect();
         let total = snippet.lines().count();
-        assert_eq!(lines, vec![1, total]);
+        assert_eq!(lines, vec![(1, 1), (total, 2)]);
+        // Line numbers without the blocks are the lines the user wrote, wherever the blocks are.
+        let block = divert_block("cindy", false);
+        let snippet = format!("{block}a 1;\r\n\nb 2; c 3;\n{block}\nd \"4\n\";\n{block}e 5;");
+        let lines: Vec<(usize, usize)> = user_directives(&snippet).iter().map(|d| (d.line, d.own_line)).collect();
+        let n = block.lines().count();
+        assert_eq!(lines, vec![(n + 1, 1), (n + 3, 3), (n + 3, 3), (2 * n + 5, 5), (3 * n + 7, 7)]);
     }
 
     #[test]
     fn odd_input_never_panics() {
-        for s in ["\"", "'\\", "\\", "{{}};;", "\u{0}\"x", "a \"b\nc", "#", "é\"ü\\"] {
-            let _ = user_directives(s);
+        for s in
+            ["\"", "'\\", "\\", "{{}};;", "\u{0}\"x", "a \"b\nc", "#", "é\"ü\\", "$", "${", "$é{x}", "${}", "$http_é"]
+        {
+            for directive in user_directives(s) {
+                let _ = header_mentions(&directive);
+            }
             let _ = replace_blocks(s, Some("x\n"));
         }
     }
