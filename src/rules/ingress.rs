@@ -17,7 +17,7 @@ use super::divert::{
 use super::nginx_snippet::{
     self, HeaderMention, HeaderUse, divert_block, header_mentions, replace_blocks, user_directives,
 };
-use super::{Findings, Subject, metadata_map_mut};
+use super::{Findings, MAX_WARNING_CHARS, Subject, metadata_map_mut};
 use crate::settings::{Driver, Settings};
 
 /// ingress-nginx copies this annotation into every `location` of the Ingress.
@@ -220,33 +220,13 @@ fn wrong_name_problem(header: &HeaderMention) -> Option<String> {
 /// The nginx variable holding the client's `baggage` header.
 const BAGGAGE_HEADER_VARIABLE: &str = "http_baggage";
 
-/// SPEC §8: a warning is one short sentence, under this many characters.
-const WARNING_LIMIT: usize = 120;
-
 /// `"{short} line {line}{text}"`, or with `brief` in place of `text` when the line number is
-/// too long for that to stay under [`WARNING_LIMIT`] (only for absurdly long snippets: a
-/// 3 MiB AdmissionReview holds at most 7-digit line numbers). As a last resort the sentence is
-/// cut, so no input can make a warning too long.
+/// too long for that to stay under [`MAX_WARNING_CHARS`] (only for absurdly long snippets: a
+/// 3 MiB AdmissionReview holds at most 7-digit line numbers). Past that, [`Findings::warn`]
+/// cuts the sentence, so no input can make a warning too long.
 fn line_warning(short: &str, line: usize, text: &str, brief: &str) -> String {
     let warning = format!("{short} line {line}{text}");
-    if warning.len() < WARNING_LIMIT {
-        return warning;
-    }
-    cut_warning(format!("{short} line {line}{brief}"))
-}
-
-fn cut_warning(mut warning: String) -> String {
-    const ELLIPSIS: &str = "...";
-    if warning.len() < WARNING_LIMIT {
-        return warning;
-    }
-    let mut end = WARNING_LIMIT - 1 - ELLIPSIS.len();
-    while !warning.is_char_boundary(end) {
-        end -= 1;
-    }
-    warning.truncate(end);
-    warning.push_str(ELLIPSIS);
-    warning
+    if warning.chars().count() < MAX_WARNING_CHARS { warning } else { format!("{short} line {line}{brief}") }
 }
 
 #[cfg(test)]
@@ -365,20 +345,22 @@ mod tests {
                     ),
                 ] {
                     let warning = line_warning(short, line, text, brief);
-                    assert!(warning.len() < WARNING_LIMIT, "{} chars: {warning}", warning.len());
+                    assert!(warning.len() < MAX_WARNING_CHARS, "{} chars: {warning}", warning.len());
                     // The full sentence whenever it fits, always up to 7-digit line numbers (a
                     // 3 MiB review); the brief one beyond; never cut.
                     let full = format!("{short} line {line}{text}");
-                    assert!(line >= 10_000_000 || full.len() < WARNING_LIMIT, "{full}");
+                    assert!(line >= 10_000_000 || full.len() < MAX_WARNING_CHARS, "{full}");
                     let expected =
-                        if full.len() < WARNING_LIMIT { full } else { format!("{short} line {line}{brief}") };
+                        if full.len() < MAX_WARNING_CHARS { full } else { format!("{short} line {line}{brief}") };
                     assert_eq!(warning, expected);
                 }
             }
         }
-        // The last resort: a sentence too long in any form is cut, at a character boundary.
-        let cut = line_warning(&"é".repeat(100), usize::MAX, "x", "y");
-        assert!(cut.len() < WARNING_LIMIT && cut.ends_with("..."), "{cut}");
+        // The last resort: a sentence too long in any form is cut where warnings are collected.
+        let mut findings = Findings::default();
+        findings.warn(line_warning(&"é".repeat(100), usize::MAX, "x", "y"));
+        let cut = &findings.warnings[0];
+        assert!(cut.chars().count() < MAX_WARNING_CHARS && cut.ends_with('…'), "{cut}");
     }
 
     #[test]

@@ -26,15 +26,13 @@ use crate::rules::divert::{
     ANNOTATION_PREFIX, BAGGAGE_HEADER, GENERATED_ROUTE_PREFIX, HEADER_ANNOTATION, LEGACY_HEADER, NAMESPACE_ANNOTATION,
     check_divert_key, header_annotation, object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
 };
-use crate::rules::{Findings, Subject};
+use crate::rules::{Findings, MAX_WARNING_CHARS, Subject};
 use crate::settings::Settings;
 
 pub const INVALID_DIVERT_ANNOTATION: &str = "invalid-divert-annotation";
 pub const WRONG_HEADER_FORM: &str = "wrong-header-form";
 pub const INVALID_REGEX: &str = "invalid-regex";
 
-/// SPEC §8: warnings stay under 120 characters.
-const MAX_WARNING_CHARS: usize = 119;
 
 pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
     // On CREATE with generateName the apiserver has not picked the name yet.
@@ -284,7 +282,7 @@ fn quoted_excerpt(pattern: &str) -> String {
 
 /// `detailed` if it is short enough for a warning, else `fallback`.
 fn short_warning(detailed: String, fallback: impl Into<String>) -> String {
-    if detailed.chars().count() <= MAX_WARNING_CHARS && !detailed.contains('\n') { detailed } else { fallback.into() }
+    if detailed.chars().count() < MAX_WARNING_CHARS && !detailed.contains('\n') { detailed } else { fallback.into() }
 }
 
 /// Is this annotation value a JSON object with a `namespace`: meant as a divert entry?
