@@ -41,7 +41,8 @@ fn every_flag_of_every_command_is_in_the_readme() {
 fn the_curl_example_shows_the_real_answer() {
     let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/namespace-create.json")).unwrap();
     let (answer, _) =
-        divert_webhook::review::review(divert_webhook::review::Endpoint::Mutate, &fixture, &Default::default()).unwrap();
+        divert_webhook::review::review(divert_webhook::review::Endpoint::Mutate, &fixture, &Default::default())
+            .unwrap();
     let answer = String::from_utf8(answer).unwrap();
     assert!(readme().contains(&answer), "README's curl output is not what the server answers:\n{answer}");
 }

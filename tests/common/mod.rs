@@ -259,9 +259,14 @@ impl RawHttp1 {
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
+        self.try_write(bytes).await.unwrap();
+    }
+
+    /// Like [`RawHttp1::write`], but a write the server refused (reset, closed) is an error.
+    pub async fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let stream = self.stream.get_mut();
-        stream.write_all(bytes).await.unwrap();
-        stream.flush().await.unwrap();
+        stream.write_all(bytes).await?;
+        stream.flush().await
     }
 
     pub async fn post(&mut self, path: &str, body: &[u8]) -> RawResponse {
@@ -272,15 +277,20 @@ impl RawHttp1 {
 
     /// None when the server closed the connection before a response.
     pub async fn read_response(&mut self) -> Option<RawResponse> {
+        self.try_read_response().await.ok()
+    }
+
+    /// The response, or why none could be read (closed before a response: UnexpectedEof; or reset).
+    pub async fn try_read_response(&mut self) -> std::io::Result<RawResponse> {
         let mut status_line = String::new();
-        if self.stream.read_line(&mut status_line).await.ok()? == 0 {
-            return None;
+        if self.stream.read_line(&mut status_line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         let status = status_line.split_whitespace().nth(1).expect("status code").parse().unwrap();
         let mut headers = Vec::new();
         loop {
             let mut line = String::new();
-            self.stream.read_line(&mut line).await.unwrap();
+            self.stream.read_line(&mut line).await?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -291,8 +301,8 @@ impl RawHttp1 {
         let mut response = RawResponse { status, headers, body: Vec::new() };
         let length: usize = response.header("content-length").expect("content-length").parse().unwrap();
         response.body = vec![0; length];
-        self.stream.read_exact(&mut response.body).await.unwrap();
-        Some(response)
+        self.stream.read_exact(&mut response.body).await?;
+        Ok(response)
     }
 
     /// True once the server closed the connection (EOF or reset) without sending anything.
