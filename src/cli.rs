@@ -98,7 +98,10 @@ pub struct RuleArgs {
 
 impl RuleArgs {
     pub fn settings(&self) -> Settings {
-        let own = self.namespace.clone().or_else(|| std::env::var("POD_NAMESPACE").ok());
+        // Set but empty (`DIVERT_WEBHOOK_NAMESPACE=` in a manifest, `--namespace ""`) is unset:
+        // $POD_NAMESPACE still applies.
+        let given = |name: Option<String>| name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+        let own = given(self.namespace.clone()).or_else(|| given(std::env::var("POD_NAMESPACE").ok()));
         let mut settings =
             Settings::new(self.driver, self.managed_selector.clone(), own.as_deref(), &self.protected_namespaces);
         settings.legacy_header = self.legacy_header;
