@@ -85,7 +85,7 @@ pub struct RuleArgs {
     /// Namespaces never mutated, added to the built-in list (comma-separated).
     #[arg(long, env = "DIVERT_WEBHOOK_PROTECTED_NAMESPACES", value_delimiter = ',')]
     pub protected_namespaces: Vec<String>,
-    /// The webhook's own namespace (protected); defaults to $POD_NAMESPACE.
+    /// The webhook's own namespace (protected); defaults to $POD_NAMESPACE (an empty value counts as unset).
     #[arg(long, env = "DIVERT_WEBHOOK_NAMESPACE")]
     pub namespace: Option<String>,
     /// Also accept and generate the deprecated `baggage.okteto-divert` header.

@@ -241,3 +241,24 @@ fn check_of_a_file_names_the_conflicting_namespace_and_exits_non_zero() {
         );
     }
 }
+
+/// README: the boolean flags' variables take `true` or `false` and nothing else.
+#[test]
+fn boolean_variables_take_only_true_or_false() {
+    let check = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+            .args(["check", "-f", "deploy/examples/namespaces.yaml"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("DIVERT_WEBHOOK_LEGACY_HEADER", value)
+            .output()
+            .unwrap()
+    };
+    for value in ["true", "false"] {
+        assert_eq!(check(value).status.code(), Some(0), "{value}");
+    }
+    for value in ["1", "yes", "TRUE", ""] {
+        let out = check(value);
+        assert_eq!(out.status.code(), Some(2), "{value:?}");
+        assert!(text(&out.stderr).contains("--legacy-header"), "{}", text(&out.stderr));
+    }
+}
