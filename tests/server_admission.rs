@@ -410,3 +410,34 @@ async fn health_and_readiness() {
     assert_eq!(plain.get(format!("http://{}/other", server.metrics)).send().await.unwrap().status(), 404);
     server.stop().await;
 }
+
+/// docs/operating.md: the latency histogram has buckets from 50µs to 1s.
+#[tokio::test]
+async fn the_latency_histogram_has_buckets_from_50_microseconds_to_1_second() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    for _ in 0..3 {
+        post_review(&client, &server.url("/validate"), &fixture("namespace-create.json")).await;
+    }
+    let text = server.metrics_text().await;
+    let prefix = "divert_webhook_review_duration_seconds_bucket{le=\"";
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix(prefix))
+        .filter(|rest| rest.contains(r#"endpoint="validate""#))
+        .map(|rest| {
+            let (le, rest) = rest.split_once('"').unwrap();
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+            (le, rest.rsplit_once(' ').unwrap().1.parse().unwrap())
+        })
+        .collect();
+    let bounds: Vec<f64> = buckets.iter().map(|(le, _)| *le).collect();
+    let expected =
+        [5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, f64::INFINITY];
+    assert_eq!(bounds, expected, "{text}");
+    // Cumulative counts, ending with every review in +Inf.
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{text}");
+    assert_eq!(buckets.last().unwrap().1, 3.0, "{text}");
+    assert_eq!(metric(&text, r#"divert_webhook_review_duration_seconds_count{endpoint="validate"}"#), 3.0);
+    server.stop().await;
+}

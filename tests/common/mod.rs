@@ -246,8 +246,24 @@ impl RawResponse {
 
 impl RawHttp1 {
     pub async fn connect(addr: SocketAddr, ca_pem: &str) -> RawHttp1 {
-        let stream = tls_connect(addr, client_tls(ca_pem, &[b"http/1.1"], None)).await.expect("TLS connects");
-        RawHttp1 { stream: BufReader::new(stream) }
+        RawHttp1::connect_with(addr, client_tls(ca_pem, &[b"http/1.1"], None)).await.expect("TLS connects")
+    }
+
+    /// With a TLS configuration of the test's own (e.g. one protocol version only).
+    pub async fn connect_with(addr: SocketAddr, config: rustls::ClientConfig) -> std::io::Result<RawHttp1> {
+        Ok(RawHttp1 { stream: BufReader::new(tls_connect(addr, config).await?) })
+    }
+
+    /// The TLS session: negotiated version, the server's certificate.
+    pub fn tls(&self) -> &rustls::ClientConnection {
+        self.stream.get_ref().get_ref().1
+    }
+
+    /// The common name of the certificate the server presented on this connection.
+    pub fn peer_common_name(&self) -> String {
+        let der = &self.tls().peer_certificates().expect("a server certificate")[0];
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        cert.subject().iter_common_name().next().unwrap().as_str().unwrap().to_string()
     }
 
     /// Writes the request head of a POST with `content-length` bytes to come.
@@ -270,9 +286,18 @@ impl RawHttp1 {
     }
 
     pub async fn post(&mut self, path: &str, body: &[u8]) -> RawResponse {
-        self.send_head(path, body.len()).await;
-        self.write(body).await;
-        self.read_response().await.expect("a response")
+        self.try_post(path, body).await.expect("a response")
+    }
+
+    /// Like [`RawHttp1::post`], but a connection the server closed or reset is an error.
+    pub async fn try_post(&mut self, path: &str, body: &[u8]) -> std::io::Result<RawResponse> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        self.try_write(head.as_bytes()).await?;
+        self.try_write(body).await?;
+        self.try_read_response().await
     }
 
     /// None when the server closed the connection before a response.
