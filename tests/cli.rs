@@ -203,7 +203,9 @@ fn protected_among_managed(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
 
 #[test]
 fn the_webhooks_own_namespace_and_the_listed_ones_are_protected() {
-    let cases: &[(&[&str], &[(&str, &str)], &[&str])] = &[
+    // (flags, environment, the managed namespaces left unmutated)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
         (&[], &[], &[]),
         (&["--namespace", "home"], &[], &["home"]),
         (&[], &[("DIVERT_WEBHOOK_NAMESPACE", "home")], &["home"]),
