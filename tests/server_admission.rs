@@ -217,7 +217,7 @@ async fn bodies_over_3_mib_get_413_every_time_never_a_reset() {
 }
 
 #[tokio::test]
-async fn a_too_large_declared_length_with_expect_continue_is_refused_before_the_body() {
+async fn a_too_large_declared_length_with_expect_continue_or_beyond_19_mib_is_refused_before_the_body() {
     let (server, ca, _dir) = self_signed_server(&[]).await;
     let mut raw = RawHttp1::connect(server.https, &ca).await;
     let head =
@@ -228,6 +228,15 @@ async fn a_too_large_declared_length_with_expect_continue_is_refused_before_the_
     assert_eq!(response.status, 413);
     assert_eq!(response.header("connection"), Some("close"));
     assert!(raw.closed_by_server().await);
+
+    // A declared length beyond what the server would read anyway (19 MiB) is answered at once,
+    // not after waiting (until the 30s deadline) for a body it would not read to its end.
+    let mut raw = RawHttp1::connect(server.https, &ca).await;
+    raw.write(format!("POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", 100 * MIB).as_bytes()).await;
+    let asked = Instant::now();
+    let response = raw.read_response().await.expect("a response");
+    assert_eq!(response.status, 413);
+    assert!(asked.elapsed() < Duration::from_secs(5), "answered after {:?}", asked.elapsed());
     server.stop().await;
 }
 

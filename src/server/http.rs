@@ -76,10 +76,11 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-/// Most of a too-large HTTP/1.1 body that is read and thrown away after the limit, so that the
-/// 413 is not lost: closing a socket with unread data makes the kernel reset the connection,
-/// and a client that is still sending then sees the reset instead of the answer.
-const MAX_DISCARDED_BYTES: u64 = 16 * 1024 * 1024;
+/// How much of a too-large HTTP/1.1 body is read (the part past the limit thrown away) before
+/// the 413, so that the answer is not lost: closing a socket with unread data makes the kernel
+/// reset the connection, and a client that is still sending then sees the reset instead of the
+/// answer. The limit and 16 MiB more.
+const MAX_READ_BYTES: u64 = MAX_BODY_BYTES as u64 + 16 * 1024 * 1024;
 
 /// How far [`read_and_review`] got.
 enum Reviewed {
@@ -106,9 +107,9 @@ async fn answer(state: Arc<Admission>, endpoint: Endpoint, request: Request) -> 
             // HTTP/1.1 only: h2 ends the stream with RST_STREAM(NO_ERROR) after the answer, and
             // the connection lives on. A client waiting for `100 Continue` has sent no body (the
             // continue is only sent when the body is read), so there is nothing to read.
-            let unread = declared.map(|length| length.saturating_sub(read));
-            if http1 && !expects_continue && unread.is_none_or(|unread| unread <= MAX_DISCARDED_BYTES) {
-                discard(rest, until).await;
+            // A body declared larger than what would be read gains nothing from reading part of it.
+            if http1 && !expects_continue && declared.is_none_or(|length| length <= MAX_READ_BYTES) {
+                discard(rest, MAX_READ_BYTES.saturating_sub(read), until).await;
             }
             let reason = format!("request body is larger than the limit of {MAX_BODY_BYTES} bytes");
             let elapsed = started.elapsed();
@@ -224,11 +225,11 @@ async fn read_and_review(
     })
 }
 
-/// Reads and throws away what is left of a too-large body: at most [`MAX_DISCARDED_BYTES`],
-/// and not past `until`. Returns whether the body was read to its end.
-async fn discard(mut rest: Body, until: tokio::time::Instant) -> bool {
+/// Reads and throws away what is left of a too-large body: at most `budget` bytes, and not past
+/// `until`. Returns whether the body was read to its end.
+async fn discard(mut rest: Body, budget: u64, until: tokio::time::Instant) -> bool {
     let drained = tokio::time::timeout_at(until, async {
-        let mut left = MAX_DISCARDED_BYTES;
+        let mut left = budget;
         while let Some(frame) = rest.frame().await {
             let Ok(frame) = frame else { return false };
             let length = frame.data_ref().map_or(0, |data| data.len() as u64);
