@@ -85,7 +85,7 @@ pub struct RuleArgs {
     /// Namespaces never mutated, added to the built-in list (comma-separated).
     #[arg(long, env = "DIVERT_WEBHOOK_PROTECTED_NAMESPACES", value_delimiter = ',')]
     pub protected_namespaces: Vec<String>,
-    /// The webhook's own namespace (protected); defaults to $POD_NAMESPACE.
+    /// The webhook's own namespace (protected); defaults to $POD_NAMESPACE (an empty value counts as unset).
     #[arg(long, env = "DIVERT_WEBHOOK_NAMESPACE")]
     pub namespace: Option<String>,
     /// Also accept and generate the deprecated `baggage.okteto-divert` header.
@@ -98,7 +98,10 @@ pub struct RuleArgs {
 
 impl RuleArgs {
     pub fn settings(&self) -> Settings {
-        let own = self.namespace.clone().or_else(|| std::env::var("POD_NAMESPACE").ok());
+        // Set but empty (`DIVERT_WEBHOOK_NAMESPACE=` in a manifest, `--namespace ""`) is unset:
+        // $POD_NAMESPACE still applies.
+        let given = |name: Option<String>| name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+        let own = given(self.namespace.clone()).or_else(|| given(std::env::var("POD_NAMESPACE").ok()));
         let mut settings =
             Settings::new(self.driver, self.managed_selector.clone(), own.as_deref(), &self.protected_namespaces);
         settings.legacy_header = self.legacy_header;

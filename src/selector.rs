@@ -133,14 +133,20 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
         if !part[close + 1..].trim().is_empty() {
             return Err(format!("unexpected text after ')' in {part:?}"));
         }
-        let values =
-            part[open + 1..close].split(',').map(|v| label_value(v.trim())).collect::<Result<BTreeSet<_>, _>>()?;
         let mut words = head.split_whitespace();
         let (key, op) = (words.next().ok_or("missing key")?, words.next().ok_or("missing operator")?);
         if words.next().is_some() {
             return Err(format!("unexpected words in {part:?}"));
         }
         let key = label_key(key)?;
+        let inside = &part[open + 1..close];
+        // As Kubernetes: an empty set is an error, not a set that matches nothing (or everything).
+        if inside.trim().is_empty() {
+            return Err(format!(
+                "{part:?} has an empty set of values; `{op}` needs at least one, e.g. {key} {op} (value)"
+            ));
+        }
+        let values = inside.split(',').map(|v| label_value(v.trim())).collect::<Result<BTreeSet<_>, _>>()?;
         return match op {
             "in" => Ok(Requirement::In(key, values)),
             "notin" => Ok(Requirement::NotIn(key, values)),
@@ -247,9 +253,24 @@ mod tests {
             "env=bad value",
             "a/b/c=x",
             "env in (a) x",
+            "env in ()",
+            "env notin ( )",
+            "team=a,env in ()",
         ] {
             let e = Selector::parse(bad).expect_err(bad);
             assert!(e.to_string().contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn an_empty_set_is_refused_as_kubernetes_does() {
+        let e = Selector::parse("env in ()").unwrap_err().to_string();
+        assert!(e.contains("empty set of values") && e.contains("env in (value)"), "{e}");
+        let e = Selector::parse("env notin ()").unwrap_err().to_string();
+        assert!(e.contains("`notin` needs at least one"), "{e}");
+        // The empty value itself is a value (`in (,)` is the set {""}), as in Kubernetes.
+        let s = Selector::parse("env in (,)").unwrap();
+        assert!(!s.matches(Some(&labels(json!({"env": "dev"})))));
+        assert!(s.matches(Some(&labels(json!({"env": ""})))));
     }
 }

@@ -151,3 +151,116 @@ fn bad_selector_flag_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("invalid label selector"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn an_empty_set_in_the_selector_is_refused_at_start() {
+    for selector in ["env in ()", "env notin ( )"] {
+        let out =
+            divert_webhook(&["mutate", "-f", "deploy/examples/namespaces.yaml", "--managed-selector", selector], None);
+        assert_eq!(out.status.code(), Some(2), "{selector}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("invalid label selector") && stderr.contains("empty set of values"), "{stderr}");
+    }
+    // Through the environment too.
+    let out = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+        .args(["mutate", "-f", "deploy/examples/namespaces.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("DIVERT_WEBHOOK_MANAGED_SELECTOR", "env in ()")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("empty set of values"), "{}", text(&out.stderr));
+}
+
+/// Four managed namespaces; which of them `mutate` leaves alone (protected) under `args` and `env`.
+fn protected_among_managed(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let names = ["home", "a", "b", "other"];
+    let input: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {n}\n  labels:\n    dev.okteto.com/okteto-managed: \"true\"\n"
+            )
+        })
+        .collect();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_divert-webhook"));
+    command.args(["mutate", "-f", "-"]).args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    for variable in ["POD_NAMESPACE", "DIVERT_WEBHOOK_NAMESPACE", "DIVERT_WEBHOOK_PROTECTED_NAMESPACES"] {
+        command.env_remove(variable);
+    }
+    command.envs(env.iter().copied());
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{args:?} {env:?}: {}", text(&out.stderr));
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text(&out.stdout)).unwrap();
+    assert_eq!(docs.len(), names.len());
+    docs.iter()
+        .filter(|d| d["metadata"]["labels"].get("istio-injection").is_none())
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_webhooks_own_namespace_and_the_listed_ones_are_protected() {
+    // (flags, environment, the managed namespaces left unmutated)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (&[], &[], &[]),
+        (&["--namespace", "home"], &[], &["home"]),
+        (&[], &[("DIVERT_WEBHOOK_NAMESPACE", "home")], &["home"]),
+        (&[], &[("POD_NAMESPACE", "home")], &["home"]),
+        // Set but empty is unset: $POD_NAMESPACE still applies.
+        (&[], &[("POD_NAMESPACE", "home"), ("DIVERT_WEBHOOK_NAMESPACE", "")], &["home"]),
+        (&["--namespace", ""], &[("POD_NAMESPACE", "home")], &["home"]),
+        // The flag and DIVERT_WEBHOOK_NAMESPACE win over $POD_NAMESPACE.
+        (&["--namespace", "home"], &[("POD_NAMESPACE", "other")], &["home"]),
+        (&[], &[("DIVERT_WEBHOOK_NAMESPACE", "other"), ("POD_NAMESPACE", "home")], &["other"]),
+        (&["--protected-namespaces", "a,b"], &[], &["a", "b"]),
+        (&[], &[("DIVERT_WEBHOOK_PROTECTED_NAMESPACES", "a,b")], &["a", "b"]),
+        (&["--protected-namespaces", "a", "--namespace", "home"], &[], &["home", "a"]),
+    ];
+    for (args, env, protected) in cases {
+        assert_eq!(protected_among_managed(args, env), *protected, "{args:?} {env:?}");
+    }
+}
+
+#[test]
+fn check_of_a_file_names_the_conflicting_namespace_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("namespaces.yaml");
+    std::fs::write(&path, CONFLICT).unwrap();
+    for flag in ["-f", "--filename"] {
+        let out = divert_webhook(&["check", flag, path.to_str().unwrap()], None);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("denied: Namespace two-meshes:"), "{stderr}");
+        assert!(!stderr.contains("Namespace fine"), "{stderr}");
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("allowed: Namespace fine") && stdout.contains("denied: Namespace two-meshes"),
+            "{stdout}"
+        );
+    }
+}
+
+/// README: the boolean flags' variables take `true` or `false` and nothing else.
+#[test]
+fn boolean_variables_take_only_true_or_false() {
+    let check = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+            .args(["check", "-f", "deploy/examples/namespaces.yaml"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("DIVERT_WEBHOOK_LEGACY_HEADER", value)
+            .output()
+            .unwrap()
+    };
+    for value in ["true", "false"] {
+        assert_eq!(check(value).status.code(), Some(0), "{value}");
+    }
+    for value in ["1", "yes", "TRUE", ""] {
+        let out = check(value);
+        assert_eq!(out.status.code(), Some(2), "{value:?}");
+        assert!(text(&out.stderr).contains("--legacy-header"), "{}", text(&out.stderr));
+    }
+}

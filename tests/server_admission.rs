@@ -107,38 +107,145 @@ async fn unreadable_bodies_get_400_with_one_line_reason() {
         let reason = reason.strip_suffix('\n').unwrap();
         assert!(!reason.is_empty() && !reason.contains('\n'), "{reason:?}");
     }
-    let response =
-        client.post(server.url("/validate?timeout=soon")).json(&fixture("namespace-create.json")).send().await;
-    let response = response.unwrap();
-    assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("timeout"));
+    server.stop().await;
+}
+
+/// SPEC §8: every well-formed review gets HTTP 200. A `?timeout=` that cannot be read is ignored
+/// (--request-timeout applies, a warning is logged); the review is answered and counted.
+#[tokio::test]
+async fn an_unreadable_timeout_is_ignored_and_the_review_answered() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    let allowed =
+        r#"divert_webhook_reviews_total{endpoint="validate",kind="Namespace",operation="CREATE",outcome="allowed"}"#;
+    let latency = r#"divert_webhook_review_duration_seconds_count{endpoint="validate"}"#;
+    let before = server.metrics_text().await;
+    let queries = ["timeout=soon", "timeout=-5s", "timeout=", "timeout=0s", "a=1&timeout=10x"];
+    for (n, query) in queries.iter().enumerate() {
+        let mut review = fixture("namespace-create.json");
+        review["request"]["uid"] = json!(format!("timeout-{n}"));
+        let answer = post_review(&client, &server.url(&format!("/validate?{query}")), &review).await;
+        assert_eq!(answer["response"]["uid"], format!("timeout-{n}"), "{query}");
+        assert_eq!(answer["response"]["allowed"], true, "{query}");
+    }
+    let after = server.metrics_text().await;
+    let delta = |sample: &str| metric(&after, sample) - metric(&before, sample);
+    assert_eq!(delta(allowed), queries.len() as f64, "{after}");
+    assert_eq!(delta(latency), queries.len() as f64, "{after}");
+    server.stop().await;
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// Runs a client on its own OS thread with its own runtime, as a remote client: the server's
+/// socket handling is seen from outside. A reset sent by the server's kernel (closing a socket
+/// with unread data) then fails the request here, which a client sharing the server's
+/// current-thread runtime cannot observe.
+async fn on_client_thread<C, F, T>(client: C) -> T
+where
+    C: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(client())
+    })
+    .await
+    .unwrap()
+}
+
+/// POSTs `size` bytes of spaces as a chunked body (no length declared) on a new connection.
+async fn chunked_post(
+    https: std::net::SocketAddr,
+    ca: &str,
+    path: &str,
+    size: usize,
+) -> std::io::Result<common::RawResponse> {
+    let mut raw = RawHttp1::connect(https, ca).await;
+    raw.try_write(format!("POST {path} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n").as_bytes()).await?;
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < size {
+        raw.try_write(format!("{:x}\r\n", chunk.len()).as_bytes()).await?;
+        raw.try_write(&chunk).await?;
+        raw.try_write(b"\r\n").await?;
+        sent += chunk.len();
+    }
+    raw.try_write(b"0\r\n\r\n").await?;
+    raw.try_read_response().await
+}
+
+/// The 413 reaches the client every time, with and without a declared length: the server reads
+/// (and discards) the rest of the body before answering and closing, so closing does not reset
+/// the connection under the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_3_mib_get_413_every_time_never_a_reset() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let (url, https) = (server.url("/mutate"), server.https);
+    let failures = on_client_thread(move || async move {
+        let client = http1_client(&ca);
+        let mut failures = Vec::new();
+        for attempt in 0..10 {
+            // reqwest declares the length and sends no `Expect: 100-continue`.
+            match client.post(&url).body(vec![b' '; 4 * MIB]).send().await {
+                Ok(response) => {
+                    let (status, connection) = (response.status(), response.headers().get("connection").cloned());
+                    let text = response.text().await.unwrap_or_default();
+                    if status != 413 || connection.as_ref().is_none_or(|c| c != "close") || !text.contains("limit") {
+                        failures.push(format!("{attempt}, content-length: {status} {connection:?} {text:?}"));
+                    }
+                }
+                Err(error) => failures.push(format!("{attempt}, content-length: {error:?}")),
+            }
+            match chunked_post(https, &ca, "/mutate", 4 * MIB).await {
+                Ok(response) if response.status == 413 && response.header("connection") == Some("close") => {}
+                Ok(response) => {
+                    failures.push(format!("{attempt}, chunked: {} {:?}", response.status, response.headers))
+                }
+                Err(error) => failures.push(format!("{attempt}, chunked: {error:?}")),
+            }
+        }
+        failures
+    })
+    .await;
+    assert!(failures.is_empty(), "requests that got no 413: {failures:#?}");
+    let metrics = server.metrics_text().await;
+    let invalid =
+        r#"divert_webhook_reviews_total{endpoint="mutate",kind="unknown",operation="unknown",outcome="invalid"}"#;
+    assert_eq!(metric(&metrics, invalid), 20.0, "{metrics}");
     server.stop().await;
 }
 
 #[tokio::test]
-async fn bodies_over_3_mib_get_413() {
+async fn a_too_large_declared_length_with_expect_continue_or_beyond_19_mib_is_refused_before_the_body() {
     let (server, ca, _dir) = self_signed_server(&[]).await;
-    let client = http1_client(&ca);
-    let huge = vec![b' '; 4 * 1024 * 1024];
-    let response = client.post(server.url("/mutate")).body(huge.clone()).send().await.unwrap();
-    assert_eq!(response.status(), 413);
-
-    // Without a declared length (chunked), the limit stops reading after 3 MiB.
     let mut raw = RawHttp1::connect(server.https, &ca).await;
-    raw.write(b"POST /mutate HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n").await;
-    let chunk = vec![b' '; 64 * 1024];
-    let mut sent = 0;
-    while sent <= 3 * 1024 * 1024 {
-        raw.write(format!("{:x}\r\n", chunk.len()).as_bytes()).await;
-        raw.write(&chunk).await;
-        raw.write(b"\r\n").await;
-        sent += chunk.len();
-    }
+    let head =
+        format!("POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n", 4 * MIB);
+    raw.write(head.as_bytes()).await;
+    // No body is sent: the answer comes without a `100 Continue` and without waiting for it.
     let response = raw.read_response().await.expect("a response");
     assert_eq!(response.status, 413);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(raw.closed_by_server().await);
 
-    // A body just under the limit is read (and is not a review).
-    let response = client.post(server.url("/mutate")).body(vec![b' '; 3 * 1024 * 1024]).send().await.unwrap();
+    // A declared length beyond what the server would read anyway (19 MiB) is answered at once,
+    // not after waiting (until the 30s deadline) for a body it would not read to its end.
+    let mut raw = RawHttp1::connect(server.https, &ca).await;
+    raw.write(format!("POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", 100 * MIB).as_bytes()).await;
+    let asked = Instant::now();
+    let response = raw.read_response().await.expect("a response");
+    assert_eq!(response.status, 413);
+    assert!(asked.elapsed() < Duration::from_secs(5), "answered after {:?}", asked.elapsed());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_just_under_3_mib_is_read() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    // Read in full, and it is not a review.
+    let response = client.post(server.url("/mutate")).body(vec![b' '; 3 * MIB]).send().await.unwrap();
     assert_eq!(response.status(), 400);
     server.stop().await;
 }
@@ -251,6 +358,10 @@ async fn a_review_past_the_request_timeout_is_abandoned_with_408() {
     assert!(String::from_utf8_lossy(&response.body).contains("timeout"));
     let metrics = server.metrics_text().await;
     assert_eq!(metric(&metrics, r#"divert_webhook_review_timeouts_total{endpoint="mutate"}"#), 1.0);
+    // Its latency is observed too: one sample, of at least the deadline (in the 0.5s bucket, not the 0.25s one).
+    let sample = |name: &str| metric(&metrics, &format!("divert_webhook_review_duration_seconds_{name}"));
+    assert_eq!(sample(r#"count{endpoint="mutate"}"#), 1.0, "{metrics}");
+    assert!(sample(r#"sum{endpoint="mutate"}"#) >= 0.3, "{metrics}");
     server.stop().await;
 }
 
@@ -306,5 +417,36 @@ async fn health_and_readiness() {
         assert_eq!(response.status(), 200, "{path}");
     }
     assert_eq!(plain.get(format!("http://{}/other", server.metrics)).send().await.unwrap().status(), 404);
+    server.stop().await;
+}
+
+/// docs/operating.md: the latency histogram has buckets from 50µs to 1s.
+#[tokio::test]
+async fn the_latency_histogram_has_buckets_from_50_microseconds_to_1_second() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    for _ in 0..3 {
+        post_review(&client, &server.url("/validate"), &fixture("namespace-create.json")).await;
+    }
+    let text = server.metrics_text().await;
+    let prefix = "divert_webhook_review_duration_seconds_bucket{le=\"";
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix(prefix))
+        .filter(|rest| rest.contains(r#"endpoint="validate""#))
+        .map(|rest| {
+            let (le, rest) = rest.split_once('"').unwrap();
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+            (le, rest.rsplit_once(' ').unwrap().1.parse().unwrap())
+        })
+        .collect();
+    let bounds: Vec<f64> = buckets.iter().map(|(le, _)| *le).collect();
+    let expected =
+        [5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, f64::INFINITY];
+    assert_eq!(bounds, expected, "{text}");
+    // Cumulative counts, ending with every review in +Inf.
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{text}");
+    assert_eq!(buckets.last().unwrap().1, 3.0, "{text}");
+    assert_eq!(metric(&text, r#"divert_webhook_review_duration_seconds_count{endpoint="validate"}"#), 3.0);
     server.stop().await;
 }

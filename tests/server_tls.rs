@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Identity, Pki, TestServer, fixture, metric, serve_args};
+use common::{Identity, Pki, RawHttp1, TestServer, fixture, metric, serve_args};
 use divert_webhook::server::Server;
 use divert_webhook::settings::Settings;
 use serde_json::{Value, json};
@@ -231,4 +231,186 @@ async fn certificate_set_up_errors_name_the_flag_and_the_fix() {
         };
         assert!(error.contains(expected), "{flags:?}: {error}");
     }
+}
+
+/// A client that speaks only `version` (TLS 1.2 or 1.3), trusting `ca_pem`.
+fn one_version_client_tls(
+    ca_pem: &str,
+    version: &'static rustls::SupportedProtocolVersion,
+    alpn: &[u8],
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(common::provider())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    config
+}
+
+/// SPEC §8: TLS 1.2 and 1.3. A client that can speak only one of them is served either way,
+/// over HTTP/1.1 and h2.
+#[tokio::test]
+async fn tls_1_2_only_and_tls_1_3_only_clients_are_both_served() {
+    let pki = Pki::new("versions CA");
+    let volume = SecretVolume::new(&pki.server("webhook", 1));
+    let server = TestServer::start(args(&volume.flags())).await;
+    let ca = pki.ca_pem();
+    let versions = [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ];
+    for (version, expected) in versions {
+        // The version really negotiated, seen on a raw connection.
+        let config = one_version_client_tls(&ca, version, b"http/1.1");
+        let mut connection = RawHttp1::connect_with(server.https, config).await.expect("the handshake succeeds");
+        assert_eq!(connection.tls().protocol_version(), Some(expected));
+        let mut review = fixture("namespace-create.json");
+        review["request"]["uid"] = json!(format!("{expected:?}-raw"));
+        let response = connection.post("/mutate?timeout=10s", &serde_json::to_vec(&review).unwrap()).await;
+        assert_eq!(response.status, 200, "{expected:?}");
+        let answer: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(answer["response"]["uid"], format!("{expected:?}-raw"));
+
+        for alpn in [b"http/1.1".as_slice(), b"h2"] {
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls(one_version_client_tls(&ca, version, alpn))
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap();
+            let answer = common::post_review(&client, &server.url("/validate"), &review).await;
+            assert_eq!(answer["response"]["uid"], review["request"]["uid"], "{expected:?} {alpn:?}");
+        }
+    }
+    server.stop().await;
+}
+
+/// Waits (at most 30s) until `done`.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One review on a new connection, without panicking: the certificate's common name, or what failed.
+async fn try_review_on_new_connection(client: &reqwest::Client, url: &str, uid: &str) -> Result<String, String> {
+    let mut review = fixture("namespace-create.json");
+    review["request"]["uid"] = json!(uid);
+    let response = client.post(url).json(&review).send().await.map_err(|e| format!("{uid}: {e:?}"))?;
+    if response.status() != 200 {
+        return Err(format!("{uid}: HTTP {}", response.status()));
+    }
+    let tls = response.extensions().get::<reqwest::tls::TlsInfo>().ok_or("no TLS info")?.clone();
+    let answer: Value = response.json().await.map_err(|e| format!("{uid}: {e}"))?;
+    if answer["response"]["uid"] != uid {
+        return Err(format!("{uid}: answered {}", answer["response"]["uid"]));
+    }
+    let (_, cert) = x509_parser::parse_x509_certificate(tls.peer_certificate().unwrap()).unwrap();
+    Ok(cert.subject().iter_common_name().next().unwrap().as_str().unwrap().to_string())
+}
+
+/// SPEC §9: certificates rotated on disk with no failed request, while an apiserver-like
+/// keep-alive connection and a client opening a new connection per review both keep sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_fails_no_review_of_a_keep_alive_client_or_a_new_connection_client() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let pki = Pki::new("concurrent rotation CA");
+    let volume = SecretVolume::new(&pki.server("webhook-v1", 1));
+    let mut flags = volume.flags();
+    flags.extend(["--cert-reload-interval", "50ms"].map(String::from));
+    let server = TestServer::start(args(&flags)).await;
+    let ca = pki.ca_pem();
+    let stop = Arc::new(AtomicBool::new(false));
+    let keep_alive_served = Arc::new(AtomicUsize::new(0));
+    let new_connection_seen = Arc::new(Mutex::new(Vec::<String>::new()));
+
+    // One HTTP/1.1 connection for the whole test, as the apiserver keeps one.
+    let keep_alive = {
+        let (https, ca, stop, served) = (server.https, ca.clone(), stop.clone(), keep_alive_served.clone());
+        tokio::spawn(async move {
+            let mut connection = RawHttp1::connect(https, &ca).await;
+            let certificate = connection.peer_common_name();
+            let mut failures = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut review = fixture("namespace-create.json");
+                review["request"]["uid"] = json!(format!("keep-alive-{n}"));
+                match connection.try_post("/mutate?timeout=10s", &serde_json::to_vec(&review).unwrap()).await {
+                    Ok(response)
+                        if response.status == 200
+                            && response.header("connection") != Some("close")
+                            && serde_json::from_slice::<Value>(&response.body).unwrap()["response"]["uid"]
+                                == format!("keep-alive-{n}") =>
+                    {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(response) => {
+                        failures.push(format!("keep-alive-{n}: HTTP {} {:?}", response.status, response.headers))
+                    }
+                    Err(error) => {
+                        failures.push(format!("keep-alive-{n}: {error:?}"));
+                        break;
+                    }
+                }
+            }
+            (certificate, failures)
+        })
+    };
+    let new_connections = {
+        let (url, client, stop, seen) =
+            (server.url("/mutate"), new_connection_client(&ca), stop.clone(), new_connection_seen.clone());
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match try_review_on_new_connection(&client, &url, &format!("new-connection-{n}")).await {
+                    Ok(common_name) => seen.lock().unwrap().push(common_name),
+                    Err(failure) => failures.push(failure),
+                }
+            }
+            failures
+        })
+    };
+
+    let seen_count = |name: &str| new_connection_seen.lock().unwrap().iter().filter(|cn| *cn == name).count();
+    wait_until("both clients were served", || {
+        keep_alive_served.load(Ordering::SeqCst) >= 3 && seen_count("webhook-v1") >= 3
+    })
+    .await;
+    for (generation, name) in [("2", "webhook-v2"), ("3", "webhook-v3")] {
+        let identity = pki.server(name, generation.parse().unwrap());
+        let served_before = keep_alive_served.load(Ordering::SeqCst);
+        volume.publish(generation, &identity.cert_pem, &identity.key_pem);
+        wait_until(&format!("{name} was served on new connections"), || seen_count(name) >= 3).await;
+        wait_until("the keep-alive connection was served after the rotation", || {
+            keep_alive_served.load(Ordering::SeqCst) >= served_before + 3
+        })
+        .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (keep_alive_certificate, keep_alive_failures) = keep_alive.await.unwrap();
+    let new_connection_failures = new_connections.await.unwrap();
+    assert!(keep_alive_failures.is_empty(), "keep-alive client: {keep_alive_failures:#?}");
+    assert!(new_connection_failures.is_empty(), "new-connection client: {new_connection_failures:#?}");
+    // The open connection kept the certificate of its handshake; new ones never went back.
+    assert_eq!(keep_alive_certificate, "webhook-v1");
+    let seen = new_connection_seen.lock().unwrap().clone();
+    let first_v3 = seen.iter().position(|cn| cn == "webhook-v3").unwrap();
+    assert!(seen[first_v3..].iter().all(|cn| cn == "webhook-v3"), "went back to an older certificate: {seen:?}");
+    let text = server.metrics_text().await;
+    assert_eq!(metric(&text, RELOAD_SUCCESS), 2.0, "{text}");
+    assert_eq!(metric(&text, RELOAD_FAILURE), 0.0, "{text}");
+    server.stop().await;
 }

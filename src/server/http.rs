@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use bytes::BytesMut;
+use http_body_util::BodyExt as _;
 
 use super::metrics::Metrics;
 use super::{MAX_BODY_BYTES, parse_duration};
@@ -75,18 +76,66 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
+/// How much of a too-large HTTP/1.1 body is read (the part past the limit thrown away) before
+/// the 413, so that the answer is not lost: closing a socket with unread data makes the kernel
+/// reset the connection, and a client that is still sending then sees the reset instead of the
+/// answer. The limit and 16 MiB more.
+const MAX_READ_BYTES: u64 = MAX_BODY_BYTES as u64 + 16 * 1024 * 1024;
+
+/// How far [`read_and_review`] got.
+enum Reviewed {
+    Answered(Response),
+    /// The body is over [`MAX_BODY_BYTES`]; `rest` is what is left of it, `read` how much was read.
+    TooLarge {
+        rest: Body,
+        read: u64,
+    },
+}
+
 /// Reads the body, reviews it and answers, all within the request's deadline.
 async fn answer(state: Arc<Admission>, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
-    let deadline = match deadline(request.uri().query(), state.request_timeout) {
-        Ok(deadline) => deadline,
-        Err(message) => return text(StatusCode::BAD_REQUEST, message),
-    };
-    match tokio::time::timeout(deadline, read_and_review(&state, endpoint, request, started)).await {
-        Ok(response) => response,
+    let deadline = deadline(endpoint, request.uri().query(), state.request_timeout);
+    let until = tokio::time::Instant::now() + deadline;
+    let http1 = request.version() < Version::HTTP_2;
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let expects_continue =
+        request.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    match tokio::time::timeout_at(until, read_and_review(&state, endpoint, request, declared, started)).await {
+        Ok(Reviewed::Answered(response)) => response,
+        Ok(Reviewed::TooLarge { rest, read }) => {
+            // HTTP/1.1 only: h2 ends the stream with RST_STREAM(NO_ERROR) after the answer, and
+            // the connection lives on. A client waiting for `100 Continue` has sent no body (the
+            // continue is only sent when the body is read), so there is nothing to read.
+            // A body declared larger than what would be read gains nothing from reading part of it.
+            if http1 && !expects_continue && declared.is_none_or(|length| length <= MAX_READ_BYTES) {
+                discard(rest, MAX_READ_BYTES.saturating_sub(read), until).await;
+            }
+            let reason = format!("request body is larger than the limit of {MAX_BODY_BYTES} bytes");
+            let elapsed = started.elapsed();
+            state.metrics.observe_review(endpoint, None, elapsed);
+            tracing::info!(
+                endpoint = endpoint.as_str(),
+                decision = "invalid",
+                reason = %LogValue(&reason),
+                micros = elapsed.as_micros() as u64,
+                "review"
+            );
+            let mut response = text(StatusCode::PAYLOAD_TOO_LARGE, reason);
+            if http1 {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
         Err(_) => {
-            state.metrics.review_timed_out(endpoint);
-            tracing::warn!(endpoint = endpoint.as_str(), ?deadline, "review abandoned: the request's timeout passed");
+            let elapsed = started.elapsed();
+            state.metrics.review_timed_out(endpoint, elapsed);
+            tracing::warn!(
+                endpoint = endpoint.as_str(),
+                ?deadline,
+                micros = elapsed.as_micros() as u64,
+                "review abandoned: the request's timeout passed"
+            );
             text(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("review not finished within the request's timeout ({deadline:?}); abandoned"),
@@ -96,40 +145,62 @@ async fn answer(state: Arc<Admission>, endpoint: Endpoint, request: Request) -> 
 }
 
 /// The request's `?timeout=` (Go duration, appended by the apiserver), capped by
-/// --request-timeout, which also applies when there is none.
-fn deadline(query: Option<&str>, cap: Duration) -> Result<Duration, String> {
-    let timeout = query.unwrap_or("").split('&').find_map(|pair| pair.strip_prefix("timeout="));
-    match timeout {
-        None => Ok(cap),
-        Some(value) => parse_duration(value)
-            .map(|requested| requested.min(cap))
-            .map_err(|e| format!("query parameter timeout: {e}")),
+/// --request-timeout, which also applies when there is none. A timeout that is not a positive
+/// duration is ignored (with a warning): the review is still answered, under --request-timeout.
+fn deadline(endpoint: Endpoint, query: Option<&str>, cap: Duration) -> Duration {
+    let Some(value) = query.unwrap_or("").split('&').find_map(|pair| pair.strip_prefix("timeout=")) else {
+        return cap;
+    };
+    match parse_duration(value) {
+        Ok(requested) if !requested.is_zero() => requested.min(cap),
+        _ => {
+            tracing::warn!(
+                endpoint = endpoint.as_str(),
+                timeout = %LogValue(value),
+                request_timeout = ?cap,
+                "ignoring the request's ?timeout=, not a positive duration; using --request-timeout"
+            );
+            cap
+        }
     }
 }
 
-async fn read_and_review(state: &Admission, endpoint: Endpoint, request: Request, started: Instant) -> Response {
-    let too_large = || {
-        state.metrics.observe_review(endpoint, None, started.elapsed());
-        let reason = format!("request body is larger than the limit of {MAX_BODY_BYTES} bytes");
-        tracing::info!(endpoint = endpoint.as_str(), decision = "invalid", %reason, "review");
-        text(StatusCode::PAYLOAD_TOO_LARGE, reason)
-    };
+async fn read_and_review(
+    state: &Admission,
+    endpoint: Endpoint,
+    request: Request,
+    declared: Option<u64>,
+    started: Instant,
+) -> Reviewed {
+    let mut body = request.into_body();
     // A declared length over the limit is refused before a byte of the body is read.
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        return too_large();
+        return Reviewed::TooLarge { rest: body, read: 0 };
     }
-    let body: Bytes = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-        Err(error) => return text(StatusCode::BAD_REQUEST, format!("reading the request body failed: {error}")),
-    };
+    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                let Ok(data) = frame.into_data() else { continue };
+                if buffer.len() + data.len() > MAX_BODY_BYTES {
+                    let read = (buffer.len() + data.len()) as u64;
+                    return Reviewed::TooLarge { rest: body, read };
+                }
+                buffer.extend_from_slice(&data);
+            }
+            Err(error) => {
+                let message = format!("reading the request body failed: {error}");
+                return Reviewed::Answered(text(StatusCode::BAD_REQUEST, message));
+            }
+        }
+    }
+    let body: Bytes = buffer.freeze();
     let settings = state.settings.clone();
     // Off the async workers, so a slow review cannot stall other connections, and the
     // deadline above can abandon it.
     let reviewed = tokio::task::spawn_blocking(move || review::review(endpoint, &body, &settings)).await;
     let elapsed = started.elapsed();
-    match reviewed {
+    Reviewed::Answered(match reviewed {
         Ok(Ok((answer, summary))) => {
             state.metrics.observe_review(endpoint, Some(&summary), elapsed);
             log_review(endpoint, &summary, elapsed);
@@ -137,7 +208,13 @@ async fn read_and_review(state: &Admission, endpoint: Endpoint, request: Request
         }
         Ok(Err(invalid)) => {
             state.metrics.observe_review(endpoint, None, elapsed);
-            tracing::info!(endpoint = endpoint.as_str(), decision = "invalid", reason = %invalid, micros = elapsed.as_micros() as u64, "review");
+            tracing::info!(
+                endpoint = endpoint.as_str(),
+                decision = "invalid",
+                reason = %LogValue(&invalid.0),
+                micros = elapsed.as_micros() as u64,
+                "review"
+            );
             text(StatusCode::BAD_REQUEST, invalid.to_string())
         }
         Err(panicked) => {
@@ -145,17 +222,35 @@ async fn read_and_review(state: &Admission, endpoint: Endpoint, request: Request
             tracing::error!(endpoint = endpoint.as_str(), error = %panicked, "review failed internally");
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal error while reviewing; see the webhook's log")
         }
-    }
+    })
 }
 
-/// The one log line per answered review.
+/// Reads and throws away what is left of a too-large body: at most `budget` bytes, and not past
+/// `until`. Returns whether the body was read to its end.
+async fn discard(mut rest: Body, budget: u64, until: tokio::time::Instant) -> bool {
+    let drained = tokio::time::timeout_at(until, async {
+        let mut left = budget;
+        while let Some(frame) = rest.frame().await {
+            let Ok(frame) = frame else { return false };
+            let length = frame.data_ref().map_or(0, |data| data.len() as u64);
+            let Some(remaining) = left.checked_sub(length) else { return false };
+            left = remaining;
+        }
+        true
+    })
+    .await;
+    matches!(drained, Ok(true))
+}
+
+/// The one log line per answered review. The values a client chooses (uid, kind, namespace,
+/// name) go through [`LogValue`], so they cannot forge a line or a field.
 fn log_review(endpoint: Endpoint, summary: &Summary, elapsed: Duration) {
     tracing::info!(
         endpoint = endpoint.as_str(),
-        uid = %summary.uid,
-        kind = %summary.kind,
-        namespace = %summary.namespace,
-        name = %summary.name,
+        uid = %LogValue(&summary.uid),
+        kind = %LogValue(&summary.kind),
+        namespace = %LogValue(&summary.namespace),
+        name = %LogValue(&summary.name),
         operation = summary.operation,
         decision = summary.outcome.as_str(),
         patch_operations = summary.patch_operations,
@@ -163,6 +258,24 @@ fn log_review(endpoint: Endpoint, summary: &Summary, elapsed: Duration) {
         micros = elapsed.as_micros() as u64,
         "review"
     );
+}
+
+/// A value from the request, for a log field: written as is when it is plain (letters, digits
+/// and `-._:/@+`, as names and uids are), otherwise quoted and escaped like a Rust string
+/// (`"a b\n"`). In the text format a space, `=`, a quote or a line break in a client's value
+/// can then neither end the field nor start a new field or line; in JSON it is a string either way.
+pub struct LogValue<'a>(pub &'a str);
+
+impl LogValue<'_> {
+    fn is_plain(&self) -> bool {
+        self.0.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'/' | b'@' | b'+'))
+    }
+}
+
+impl std::fmt::Display for LogValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_plain() { f.write_str(self.0) } else { write!(f, "{:?}", self.0) }
+    }
 }
 
 #[cfg(test)]
@@ -173,11 +286,32 @@ mod tests {
 
     #[test]
     fn deadline_is_the_requested_timeout_capped() {
-        assert_eq!(deadline(Some("timeout=10s"), CAP), Ok(Duration::from_secs(10)));
-        assert_eq!(deadline(Some("a=b&timeout=1m"), CAP), Ok(CAP));
-        assert_eq!(deadline(None, CAP), Ok(CAP));
-        assert_eq!(deadline(Some("other=1"), CAP), Ok(CAP));
-        let err = deadline(Some("timeout=soon"), CAP).unwrap_err();
-        assert!(err.starts_with("query parameter timeout: \"soon\" is not a duration"), "{err}");
+        let deadline = |query| deadline(Endpoint::Mutate, query, CAP);
+        assert_eq!(deadline(Some("timeout=10s")), Duration::from_secs(10));
+        assert_eq!(deadline(Some("a=b&timeout=1m")), CAP);
+        assert_eq!(deadline(None), CAP);
+        assert_eq!(deadline(Some("other=1")), CAP);
+    }
+
+    #[test]
+    fn an_unreadable_timeout_is_ignored() {
+        for query in ["timeout=soon", "timeout=-5s", "timeout=", "timeout=0s", "timeout=10s%0A"] {
+            assert_eq!(deadline(Endpoint::Validate, Some(query), CAP), CAP, "{query}");
+        }
+    }
+
+    #[test]
+    fn log_values_are_plain_or_quoted() {
+        let shown = |value: &str| LogValue(value).to_string();
+        assert_eq!(shown("705ab4f5-6393-11e8-b7cc-42010a800002"), "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(shown("cindy"), "cindy");
+        assert_eq!(shown("networking.istio.io/v1"), "networking.istio.io/v1");
+        assert_eq!(shown(""), "");
+        assert_eq!(shown("a b decision=denied"), r#""a b decision=denied""#);
+        assert_eq!(shown("x\nFORGED line"), r#""x\nFORGED line""#);
+        assert_eq!(shown("say \"hi\""), r#""say \"hi\"""#);
+        assert_eq!(shown("a=b"), r#""a=b""#);
+        assert_eq!(shown("\u{1b}[31mred"), r#""\u{1b}[31mred""#);
+        assert_eq!(shown("caf\u{e9}"), r#""café""#);
     }
 }

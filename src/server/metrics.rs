@@ -146,8 +146,11 @@ impl Metrics {
         }
     }
 
-    pub fn review_timed_out(&self, endpoint: Endpoint) {
-        self.review_timeouts.get_or_create(&EndpointLabels { endpoint: endpoint.as_str() }).inc();
+    /// A review abandoned at its deadline (answered 408): counted, and its latency observed.
+    pub fn review_timed_out(&self, endpoint: Endpoint, elapsed: Duration) {
+        let labels = EndpointLabels { endpoint: endpoint.as_str() };
+        self.review_timeouts.get_or_create(&labels).inc();
+        self.review_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
 
     pub fn certificate_reloaded(&self, success: bool) {

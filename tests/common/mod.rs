@@ -246,8 +246,24 @@ impl RawResponse {
 
 impl RawHttp1 {
     pub async fn connect(addr: SocketAddr, ca_pem: &str) -> RawHttp1 {
-        let stream = tls_connect(addr, client_tls(ca_pem, &[b"http/1.1"], None)).await.expect("TLS connects");
-        RawHttp1 { stream: BufReader::new(stream) }
+        RawHttp1::connect_with(addr, client_tls(ca_pem, &[b"http/1.1"], None)).await.expect("TLS connects")
+    }
+
+    /// With a TLS configuration of the test's own (e.g. one protocol version only).
+    pub async fn connect_with(addr: SocketAddr, config: rustls::ClientConfig) -> std::io::Result<RawHttp1> {
+        Ok(RawHttp1 { stream: BufReader::new(tls_connect(addr, config).await?) })
+    }
+
+    /// The TLS session: negotiated version, the server's certificate.
+    pub fn tls(&self) -> &rustls::ClientConnection {
+        self.stream.get_ref().get_ref().1
+    }
+
+    /// The common name of the certificate the server presented on this connection.
+    pub fn peer_common_name(&self) -> String {
+        let der = &self.tls().peer_certificates().expect("a server certificate")[0];
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        cert.subject().iter_common_name().next().unwrap().as_str().unwrap().to_string()
     }
 
     /// Writes the request head of a POST with `content-length` bytes to come.
@@ -259,28 +275,47 @@ impl RawHttp1 {
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
+        self.try_write(bytes).await.unwrap();
+    }
+
+    /// Like [`RawHttp1::write`], but a write the server refused (reset, closed) is an error.
+    pub async fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let stream = self.stream.get_mut();
-        stream.write_all(bytes).await.unwrap();
-        stream.flush().await.unwrap();
+        stream.write_all(bytes).await?;
+        stream.flush().await
     }
 
     pub async fn post(&mut self, path: &str, body: &[u8]) -> RawResponse {
-        self.send_head(path, body.len()).await;
-        self.write(body).await;
-        self.read_response().await.expect("a response")
+        self.try_post(path, body).await.expect("a response")
+    }
+
+    /// Like [`RawHttp1::post`], but a connection the server closed or reset is an error.
+    pub async fn try_post(&mut self, path: &str, body: &[u8]) -> std::io::Result<RawResponse> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        self.try_write(head.as_bytes()).await?;
+        self.try_write(body).await?;
+        self.try_read_response().await
     }
 
     /// None when the server closed the connection before a response.
     pub async fn read_response(&mut self) -> Option<RawResponse> {
+        self.try_read_response().await.ok()
+    }
+
+    /// The response, or why none could be read (closed before a response: UnexpectedEof; or reset).
+    pub async fn try_read_response(&mut self) -> std::io::Result<RawResponse> {
         let mut status_line = String::new();
-        if self.stream.read_line(&mut status_line).await.ok()? == 0 {
-            return None;
+        if self.stream.read_line(&mut status_line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         let status = status_line.split_whitespace().nth(1).expect("status code").parse().unwrap();
         let mut headers = Vec::new();
         loop {
             let mut line = String::new();
-            self.stream.read_line(&mut line).await.unwrap();
+            self.stream.read_line(&mut line).await?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -291,8 +326,8 @@ impl RawHttp1 {
         let mut response = RawResponse { status, headers, body: Vec::new() };
         let length: usize = response.header("content-length").expect("content-length").parse().unwrap();
         response.body = vec![0; length];
-        self.stream.read_exact(&mut response.body).await.unwrap();
-        Some(response)
+        self.stream.read_exact(&mut response.body).await?;
+        Ok(response)
     }
 
     /// True once the server closed the connection (EOF or reset) without sending anything.
