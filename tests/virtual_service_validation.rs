@@ -81,12 +81,19 @@ fn divert_entries_that_cannot_be_used_are_denied() {
         (r#"{"namespace":"staging"}"#, "own namespace", "divert into a developer namespace, not into itself"),
         (r#"{"namespace":"cindy","routes":["main",7]}"#, "\"routes\"[1] is 7", "list http route names as strings"),
         (r#"{"routes":["main"]}"#, "\"namespace\" is missing", r#"write it as {"namespace":"#),
+        (r#"{"namespace":7}"#, "\"namespace\" is not a string", r#"write it as {"namespace":"#),
+        (r#"{"namespace":"cindy","routes":"main"}"#, "\"routes\" is not a list", r#"write it as {"namespace":"#),
+        (r#"["cindy"]"#, "not a JSON object", r#"write it as {"namespace":"#),
     ];
     for (value, what, fix) in cases {
         let vs = virtual_service(json!({ HASH: value }), json!([route(json!({}))]));
         let message = denied(&vs, &Settings::default(), &field, fix);
         assert!(message.contains(what), "{value}: {message}");
     }
+    // Only offline (the apiserver stores annotations as strings), but answered the same way.
+    let vs = virtual_service(json!({ HASH: 5 }), json!([route(json!({}))]));
+    let message = denied(&vs, &Settings::default(), &field, r#"write it as {"namespace":"#);
+    assert!(message.contains("the value is not a string"), "{message}");
     // The correct forms, including the legacy key form and "every route".
     for value in [
         r#"{"namespace":"cindy","routes":["main"]}"#,
