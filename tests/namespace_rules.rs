@@ -104,6 +104,20 @@ fn explicit_injection_choices_are_respected() {
     assert!(warnings[0].contains("istio-injection=disabled") && warnings[0].contains("batch"), "{warnings:?}");
     assert!(warnings[0].len() < 120);
 
+    // A namespace name can be 63 characters; the warning still stays one short sentence.
+    let long = "a-namespace-with-a-very-long-name-of-sixty-three-characters-xyz";
+    assert_eq!(long.len(), 63);
+    for (labels, annotations, settings) in [
+        (vec![MANAGED, ("istio-injection", "disabled")], vec![], istio()),
+        (vec![MANAGED], vec![("linkerd.io/inject", "disabled")], nginx()),
+    ] {
+        let answer = ask(Endpoint::Mutate, &review_of(&namespace(long, &labels, &annotations)), &settings);
+        let warnings = answer.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].chars().count() < 120, "{} characters: {}", warnings[0].chars().count(), warnings[0]);
+        assert!(warnings[0].contains("=disabled: divert cannot reach pods"), "{warnings:?}");
+    }
+
     let revision = namespace("canary", &[MANAGED, ("istio.io/rev", "1-22")], &[]);
     let answer = ask(Endpoint::Mutate, &review_of(&revision), &istio());
     assert_eq!(answer.outcome, Outcome::Allowed);
@@ -190,16 +204,36 @@ fn the_other_mesh_on_a_managed_namespace_is_denied() {
 }
 
 #[test]
-fn unknown_marker_values_are_denied_with_the_allowed_values() {
-    let message = denied(&namespace("a", &[("istio-injection", "true")], &[]), &istio());
-    assert!(message.contains("istio-injection=\"true\"") && message.contains("enabled or disabled"), "{message}");
-    let message = denied(&namespace("a", &[], &[("linkerd.io/inject", "yes")]), &istio());
-    assert!(
-        message.contains("linkerd.io/inject=\"yes\"") && message.contains("enabled, disabled or ingress"),
-        "{message}"
-    );
-    let message = denied(&namespace("a", &[("istio-injection", "enabled"), ("istio.io/rev", "canary")], &[]), &istio());
-    assert!(message.contains("istio-injection=enabled") && message.contains("istio.io/rev=canary"), "{message}");
+fn an_unknown_istio_injection_value_is_denied_with_the_allowed_values() {
+    for (value, settings) in [("true", istio()), ("Enabled", istio()), ("", nginx())] {
+        let message = denied(&namespace("a", &[("istio-injection", value)], &[]), &settings);
+        assert!(message.starts_with("Namespace a: label istio-injection="), "{message}");
+        assert!(message.contains(&format!("istio-injection={value:?}")), "{message}");
+        assert!(message.contains("set it to enabled or disabled"), "{message}");
+    }
+}
+
+#[test]
+fn an_unknown_linkerd_inject_value_is_denied_with_the_allowed_values() {
+    for (value, settings) in [("yes", istio()), ("true", nginx())] {
+        let message = denied(&namespace("a", &[], &[("linkerd.io/inject", value)]), &settings);
+        assert!(message.starts_with("Namespace a: annotation linkerd.io/inject="), "{message}");
+        assert!(message.contains(&format!("linkerd.io/inject={value:?}")), "{message}");
+        assert!(message.contains("set it to enabled, disabled or ingress"), "{message}");
+    }
+}
+
+#[test]
+fn istio_injection_together_with_a_revision_is_denied() {
+    for injection in ["enabled", "disabled"] {
+        let ns = namespace("a", &[("istio-injection", injection), ("istio.io/rev", "canary")], &[]);
+        let message = denied(&ns, &istio());
+        assert!(
+            message.contains(&format!("label istio-injection={injection}")) && message.contains("label istio.io/rev=canary"),
+            "{message}"
+        );
+        assert!(message.contains("remove one"), "{message}");
+    }
 }
 
 #[test]
