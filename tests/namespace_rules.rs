@@ -115,7 +115,8 @@ fn explicit_injection_choices_are_respected() {
         let warnings = answer.warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].chars().count() < 120, "{} characters: {}", warnings[0].chars().count(), warnings[0]);
-        assert!(warnings[0].contains("=disabled: divert cannot reach pods"), "{warnings:?}");
+        assert!(warnings[0].contains("=disabled, so divert cannot reach its pods"), "{warnings:?}");
+        assert!(!warnings[0].ends_with('…'), "cut at the end instead of shortening the name: {warnings:?}");
     }
 
     let revision = namespace("canary", &[MANAGED, ("istio.io/rev", "1-22")], &[]);
@@ -229,7 +230,8 @@ fn istio_injection_together_with_a_revision_is_denied() {
         let ns = namespace("a", &[("istio-injection", injection), ("istio.io/rev", "canary")], &[]);
         let message = denied(&ns, &istio());
         assert!(
-            message.contains(&format!("label istio-injection={injection}")) && message.contains("label istio.io/rev=canary"),
+            message.contains(&format!("label istio-injection={injection}"))
+                && message.contains("label istio.io/rev=canary"),
             "{message}"
         );
         assert!(message.contains("remove one"), "{message}");

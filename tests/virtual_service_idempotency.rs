@@ -10,7 +10,8 @@ use serde_json::{Map, Value, json};
 use virtual_service_support::{entry_annotation, mutate};
 
 /// Names repeat (two routes of one name happen) and run long (warnings must stay short).
-const ROUTE_NAMES: &[&str] = &["api", "web", "reviews", "r-1", "a-route-name-that-goes-on-and-on-well-past-thirty-two-characters"];
+const ROUTE_NAMES: &[&str] =
+    &["api", "web", "reviews", "r-1", "a-route-name-that-goes-on-and-on-well-past-thirty-two-characters"];
 const KEYS: &[&str] = &["cindy", "zed", "dev-1", "a-developer-namespace-whose-name-is-63-characters-long-xxxxxxxxx"];
 
 fn host() -> impl Strategy<Value = String> {

@@ -68,8 +68,8 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         Driver::Istio => {
             if markers.istio_injection == Some("disabled") {
                 findings.warn(format!(
-                    "Namespace {} has {ISTIO_INJECTION}=disabled: divert cannot reach pods without Istio sidecars",
-                    shorten(name, 32)
+                    "Namespace {}: {ISTIO_INJECTION}=disabled, so divert cannot reach its pods (no Istio sidecars)",
+                    shorten(name, 24)
                 ));
             }
             // Already decided by its owner, or wired to the other mesh (validation denies that
@@ -84,8 +84,8 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         Driver::Nginx => {
             if markers.linkerd_inject == Some("disabled") {
                 findings.warn(format!(
-                    "Namespace {} has {LINKERD_INJECT}=disabled: divert cannot reach pods without Linkerd proxies",
-                    shorten(name, 32)
+                    "Namespace {}: {LINKERD_INJECT}=disabled, so divert cannot reach its pods (no Linkerd proxies)",
+                    shorten(name, 24)
                 ));
             }
             if markers.linkerd_inject.is_some() || markers.istio_enabled().is_some() {

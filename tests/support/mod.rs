@@ -95,7 +95,7 @@ pub fn ask(endpoint: Endpoint, review_json: &Value, settings: &Settings) -> Answ
     let response = answer["response"].clone();
     assert_eq!(response["uid"], review_json["request"]["uid"], "uid echoed");
     for w in response["warnings"].as_array().into_iter().flatten() {
-        assert!(w.as_str().unwrap().len() < 120, "warning over 120 characters: {w}");
+        assert!(w.as_str().unwrap().chars().count() < 120, "warning of 120 characters or more: {w}");
     }
     Answer { response, outcome: summary.outcome }
 }

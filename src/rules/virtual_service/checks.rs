@@ -33,7 +33,6 @@ pub const INVALID_DIVERT_ANNOTATION: &str = "invalid-divert-annotation";
 pub const WRONG_HEADER_FORM: &str = "wrong-header-form";
 pub const INVALID_REGEX: &str = "invalid-regex";
 
-
 pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
     // On CREATE with generateName the apiserver has not picked the name yet.
     let generated_name =
