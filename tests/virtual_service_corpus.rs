@@ -226,6 +226,7 @@ fn corpus_divert_loses_nothing_and_stays_schema_valid() {
     let mut failures = Vec::new();
     let mut clones = 0;
     let mut protected = 0;
+    let mut valid_after_divert = 0;
     for legacy in [false, true] {
         let settings = Settings { legacy_header: legacy, ..Settings::default() };
         for (file, object) in corpus() {
@@ -297,6 +298,15 @@ fn corpus_divert_loses_nothing_and_stays_schema_valid() {
             if !new_errors.is_empty() {
                 lost.push(format!("new schema errors: {new_errors:?}"));
             }
+            // A valid input gives a valid output, clones included (no mapping of errors).
+            if before_errors.is_empty() {
+                let errors = schema_errors(&validators, after, &(0..http.len()).collect::<Vec<_>>());
+                if errors.is_empty() {
+                    valid_after_divert += 1;
+                } else {
+                    lost.push(format!("schema-valid input, invalid output: {errors:?}"));
+                }
+            }
 
             // And back: without the annotations the input comes back exactly.
             let mut without = after.clone();
@@ -313,6 +323,8 @@ fn corpus_divert_loses_nothing_and_stays_schema_valid() {
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures[..failures.len().min(20)].join("\n"));
     assert!(clones > 300, "only {clones} clones generated over the corpus");
     assert!(protected > 0, "no corpus VirtualService in a protected namespace was seen");
+    // Most of the corpus is schema-valid; each of those stays valid after divert (both legacy modes).
+    assert!(valid_after_divert > 300, "only {valid_after_divert} schema-valid VirtualServices were diverted");
 }
 
 #[test]
