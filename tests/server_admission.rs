@@ -450,3 +450,75 @@ async fn the_latency_histogram_has_buckets_from_50_microseconds_to_1_second() {
     assert_eq!(metric(&text, r#"divert_webhook_review_duration_seconds_count{endpoint="validate"}"#), 3.0);
     server.stop().await;
 }
+
+/// The apiserver's sequence for one object, over TLS: /mutate, the patch applied, /validate of
+/// the result, and (reinvocation) /mutate of the result again, which must change nothing.
+async fn mutate_then_validate(
+    client: &reqwest::Client,
+    server: &TestServer,
+    review: &Value,
+) -> (Value, Vec<json_patch::PatchOperation>) {
+    let answer = post_review(client, &server.url("/mutate?timeout=10s"), review).await;
+    assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let patch = response_patch(&answer).expect("a patch");
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    let mut patched = review["request"]["object"].clone();
+    json_patch::patch(&mut patched, &patch).expect("the patch applies to the request object");
+
+    let mut stored = review.clone();
+    stored["request"]["object"] = patched.clone();
+    let validated = post_review(client, &server.url("/validate?timeout=10s"), &stored).await;
+    assert_eq!(validated["response"]["allowed"], true, "{validated}");
+    let again = post_review(client, &server.url("/mutate?timeout=10s"), &stored).await;
+    let response = again["response"].as_object().unwrap();
+    assert!(!response.contains_key("patch") && !response.contains_key("patchType"), "reinvocation: {again}");
+    (patched, patch.0)
+}
+
+#[tokio::test]
+async fn a_shared_virtual_service_is_diverted_over_tls() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    let review = fixture("virtualservice-divert.json");
+    let (patched, patch) = mutate_then_validate(&client, &server, &review).await;
+    // One clone, added right before `api`; nothing replaced.
+    assert_eq!(patch.len(), 1, "{patch:?}");
+    assert!(matches!(&patch[0], json_patch::PatchOperation::Add(add) if add.path.as_str() == "/spec/http/1"));
+    let names: Vec<&str> =
+        patched["spec"]["http"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["rentals", "okteto-divert-cindy-api", "api"]);
+    assert_eq!(patched["spec"]["http"][1]["route"], json!([{"destination": {"host": "api.cindy.svc.cluster.local"}}]));
+
+    // A broken divert annotation is denied by /validate, naming the field.
+    let mut broken = review.clone();
+    broken["request"]["object"]["metadata"]["annotations"]["divert.okteto.com/2615052508acbfaddeba0eeded4131631ea31a02"] =
+        json!("{\"namespace\":\"Cindy\"}");
+    let answer = post_review(&client, &server.url("/validate"), &broken).await;
+    assert_eq!(answer["response"]["allowed"], false);
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.starts_with("VirtualService staging/movies-api: metadata.annotations["), "{message}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_developer_ingress_gets_the_divert_block_over_tls_under_the_nginx_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    let args = serve_args(&["--self-signed", "--write-ca", ca_path.to_str().unwrap()]);
+    let nginx = divert_webhook::settings::Settings {
+        driver: divert_webhook::settings::Driver::Nginx,
+        ..divert_webhook::settings::Settings::default()
+    };
+    let server = TestServer::start_with(args, nginx).await;
+    let client = http1_client(&std::fs::read_to_string(&ca_path).unwrap());
+    let review = fixture("ingress-header.json");
+    let (patched, patch) = mutate_then_validate(&client, &server, &review).await;
+    assert_eq!(patch.len(), 1, "only the snippet annotation changes: {patch:?}");
+    let snippet =
+        patched["metadata"]["annotations"]["nginx.ingress.kubernetes.io/configuration-snippet"].as_str().unwrap();
+    assert!(snippet.starts_with("# divert-webhook begin\n"), "{snippet}");
+    assert!(snippet.contains("proxy_set_header baggage \"okteto-divert=cindy"), "{snippet}");
+    assert!(snippet.ends_with("# divert-webhook end\nmore_set_headers \"Request-Id: $req_id\";\n"), "{snippet}");
+    server.stop().await;
+}
