@@ -170,5 +170,9 @@ fn offline(file: &PathBuf, rules: &RuleArgs, run: fn(&str, &Settings) -> manifes
     for line in &report.stderr {
         let _ = writeln!(err, "{line}");
     }
-    if report.failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    match (report.unreadable, report.failed) {
+        (true, _) => ExitCode::from(2),
+        (false, true) => ExitCode::from(1),
+        (false, false) => ExitCode::SUCCESS,
+    }
 }

@@ -24,6 +24,9 @@ pub struct Report {
     pub stderr: Vec<String>,
     /// Something was denied or could not be read.
     pub failed: bool,
+    /// The input could not be read as Kubernetes objects (exit code 2, not 1: a script can
+    /// tell a broken file from a denial).
+    pub unreadable: bool,
 }
 
 /// One object after the webhook: mutated copy, warnings and denials.
@@ -34,17 +37,29 @@ struct Processed {
     denials: Vec<String>,
 }
 
+/// How the output names an object: `Kind namespace/name`, as the rules' messages do (an object
+/// not yet named is `<generateName>*`; a document without `kind` is `object`).
+fn label(object: &Value, kind: &str, namespace: &str) -> String {
+    let metadata = |field: &str| object.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str);
+    let name = match (metadata("name"), metadata("generateName")) {
+        (Some(name), _) if !name.is_empty() => name.to_string(),
+        (_, Some(prefix)) => format!("{prefix}*"),
+        _ => String::new(),
+    };
+    object_ref(if kind.is_empty() { "object" } else { kind }, namespace, &name)
+}
+
 fn process(object: Value, settings: &Settings) -> Result<Processed, String> {
     let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     let kind_name = object.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let Some(kind) = Kind::from_manifest(api_version, kind_name) else {
-        let label = object_ref(kind_name, "", name);
+        let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+        let label = label(&object, kind_name, namespace);
         return Ok(Processed { object, label, warnings: Vec::new(), denials: Vec::new() });
     };
     let namespace =
         object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(DEFAULT_NAMESPACE).to_string();
-    let label = object_ref(kind.as_str(), if kind == Kind::Namespace { "" } else { &namespace }, name);
+    let label = label(&object, kind.as_str(), if kind == Kind::Namespace { "" } else { &namespace });
 
     let mutation = admit(Endpoint::Mutate, kind, &Operation::Create, &namespace, &object, settings);
     let mut mutated = object;
@@ -92,6 +107,7 @@ fn run(input: &str, settings: &Settings, print_objects: bool) -> Report {
         Err(e) => {
             report.stderr.push(format!("error: {e}"));
             report.failed = true;
+            report.unreadable = true;
             return report;
         }
     };
@@ -120,6 +136,7 @@ fn run(input: &str, settings: &Settings, print_objects: bool) -> Report {
             Err(e) => {
                 report.stderr.push(format!("error: {e}"));
                 report.failed = true;
+                report.unreadable = true;
             }
         }
     }

@@ -113,15 +113,32 @@ fn mutate_reports_denials_of_the_mutated_objects_too() {
 
 #[test]
 fn unreadable_input_is_a_clear_error() {
+    // Exit 2 for input that cannot be read, 1 only for denials: a script can tell them apart.
     let out = divert_webhook(&["mutate", "-f", "-"], Some("a: [unclosed"));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).starts_with("error: cannot read YAML"), "{}", text(&out.stderr));
     let out = divert_webhook(&["check", "-f", "/nonexistent/file.yaml"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/nonexistent/file.yaml"));
-    let out = divert_webhook(&["mutate", "-f", "-"], Some("- just\n- a list\n"));
-    assert_eq!(out.status.code(), Some(1));
+    let out = divert_webhook(&["check", "-f", "-"], Some("- just\n- a list\n"));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not a Kubernetes object"));
+}
+
+#[test]
+fn check_names_every_object_as_the_messages_do() {
+    let input = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  generateName: gen-\n  namespace: staging\n  annotations:\n    divert.okteto.com/header: Cindy\nspec:\n  hosts: [h]\n---\napiVersion: networking.istio.io/v1beta2\nkind: VirtualService\nmetadata:\n  name: v\n  namespace: staging\n---\napiVersion: v1\nmetadata:\n  name: nameless-kind\n";
+    let out = divert_webhook(&["check", "-f", "-"], Some(input));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "denied: VirtualService staging/gen-*\nallowed: VirtualService staging/v\nallowed: object nameless-kind\n"
+    );
+    assert!(
+        text(&out.stderr).starts_with("denied: VirtualService staging/gen-*: metadata.annotations["),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -121,5 +121,5 @@ spec:
         assert_eq!(line.matches(object).count(), 1, "{line}");
     }
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("allowed: ConfigMap settings"), "{stdout}");
+    assert!(stdout.contains("allowed: ConfigMap staging/settings"), "{stdout}");
 }

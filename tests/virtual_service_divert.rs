@@ -195,18 +195,20 @@ fn a_custom_cluster_domain_is_used() {
 #[test]
 fn routes_that_cannot_be_diverted_are_named_in_warnings() {
     let object = shared_vs(
-        json!({ entry_annotation(4): entry_value("cindy", &["ext", "moved", "gone", "db", "own"]) }),
+        json!({ entry_annotation(4): entry_value("cindy", &["ext", "moved", "gone", "db", "own", "mine"]) }),
         json!([
             {"name": "ext", "route": [{"destination": {"host": "api.example.com"}}]},
             {"name": "moved", "redirect": {"uri": "/new"}},
             {"name": "own", "match": [{"headers": {"baggage": {"exact": "okteto-divert=cindy"}}}, {"uri": {"exact": "/x"}}],
-             "route": [{"destination": {"host": "own"}}]}
+             "route": [{"destination": {"host": "own"}}]},
+            {"name": "mine", "match": [{"headers": {"Baggage": {"prefix": "okteto-divert=cindy"}}}],
+             "route": [{"destination": {"host": "mine"}}]}
         ]),
     );
     let mut object = object;
     object["spec"]["tcp"] = json!([{"name": "db", "route": [{"destination": {"host": "db"}}]}]);
     let out = mutate(&object, &Settings::default());
-    assert_eq!(names(&out.object), ["ext", "moved", "okteto-divert-cindy-own", "own"]);
+    assert_eq!(names(&out.object), ["ext", "moved", "okteto-divert-cindy-own", "own", "mine"]);
     // the match entry that already tests baggage is left out of the clone
     assert_eq!(out.object["spec"]["http"][2]["match"].as_array().unwrap().len(), 1);
     let mut warnings = out.warnings.clone();
@@ -218,6 +220,8 @@ fn routes_that_cannot_be_diverted_are_named_in_warnings() {
             "divert of cindy: route moved redirects, responds or delegates: it does not forward",
             "divert of cindy: there is no http route named gone",
             "route ext has no destination in namespace staging: not diverted",
+            // one warning per route: a route none of whose entries can be cloned gets only this
+            "route mine: every match entry already tests baggage: it is not diverted",
             "route own: match[0] already tests the baggage header; it is not diverted",
         ]
     );

@@ -253,13 +253,16 @@ fn clone_matches(
         Some(Value::Array(list)) if list.is_empty() => vec![&empty],
         Some(Value::Array(list)) => {
             let mut usable = Vec::with_capacity(list.len());
+            // Per-entry warnings are only given when some entries are cloned; a route none of
+            // whose entries can be gets the one warning below.
+            let mut left_out = Vec::new();
             for (i, entry) in list.iter().enumerate() {
                 let Some(entry) = entry.as_object() else {
                     return Err(Skip::Unreadable(format!("match[{i}] is not a map")));
                 };
                 match entry.get("headers") {
                     None | Some(Value::Null) => usable.push(entry),
-                    Some(Value::Object(headers)) if headers.keys().any(|h| is_baggage_condition(h)) => warnings.push(
+                    Some(Value::Object(headers)) if headers.keys().any(|h| is_baggage_condition(h)) => left_out.push(
                         format!("route {label}: match[{i}] already tests the baggage header; it is not diverted"),
                     ),
                     Some(Value::Object(_)) => usable.push(entry),
@@ -269,6 +272,7 @@ fn clone_matches(
             if usable.is_empty() {
                 return Err(Skip::Unreadable("every match entry already tests baggage".into()));
             }
+            warnings.extend(left_out);
             usable
         }
         Some(_) => return Err(Skip::Unreadable("match is not a list".into())),
