@@ -159,3 +159,36 @@ fn bad_settings_from_flags_or_environment_stop_the_binary_with_a_clear_message()
     let (ok, stderr) = run(&["--addr", "127.0.0.1:0"], &[("DIVERT_WEBHOOK_TLS_CERT", "/nonexistent/tls.crt")]);
     assert!(!ok && stderr.contains("--tls-cert needs --tls-key"), "{stderr}");
 }
+
+#[tokio::test]
+async fn sigint_stops_the_server_the_same_way() {
+    // Ctrl-C in a terminal: /readyz fails at once, serving goes on for the delay, exit 0.
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let (https, metrics) = (free_local_addr(), free_local_addr());
+    let child = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+        .args(["serve", "--self-signed", "--addr", &https.to_string(), "--metrics-addr", &metrics.to_string()])
+        .args(["--shutdown-delay", "1s", "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("the binary starts");
+    let mut server = Running(child);
+    eventually("/readyz answers 200", || async { readyz(metrics).await == Some(200) }).await;
+    let sent = Command::new("kill").args(["-INT", &server.0.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    eventually("/readyz answers 503", || async { readyz(metrics).await == Some(503) }).await;
+    assert!(tokio::net::TcpStream::connect(https).await.is_ok(), "listener closed before the shutdown delay");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(started.elapsed() >= Duration::from_millis(500), "exited before the shutdown delay");
+    assert!(log.contains("SIGINT received") && log.contains("shutdown complete"), "{log}");
+}
