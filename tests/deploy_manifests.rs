@@ -2,13 +2,16 @@
 //! docs/operating.md ("Deploying") and certs/README.md say about it: every kind the rules know is
 //! routed to both endpoints, with the settings the code relies on; the serving certificate comes
 //! from a CA of its own; the pod's ports, probes, grace period and namespace match the binary.
+//! And deploy/examples/namespaces-denied.yaml, quoted by docs/namespaces.md, is denied for the
+//! reasons it says.
 
 use std::time::Duration;
 
 use clap::CommandFactory as _;
+use divert_webhook::review::{Endpoint, review};
 use divert_webhook::rules::Kind;
 use divert_webhook::server::parse_duration;
-use divert_webhook::settings::BUILTIN_PROTECTED_NAMESPACES;
+use divert_webhook::settings::{BUILTIN_PROTECTED_NAMESPACES, Driver, Settings};
 use serde_json::{Value, json};
 
 fn manifests() -> Vec<Value> {
@@ -316,4 +319,39 @@ fn two_replicas_spread_over_nodes_and_a_disruption_budget() {
     let term = &preferred[0]["podAffinityTerm"];
     assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
     assert_eq!(&term["labelSelector"]["matchLabels"], labels);
+}
+
+/// Each Namespace of deploy/examples/namespaces-denied.yaml, validated as the apiserver sends it:
+/// the reasons (metrics slugs) it is denied for, under each driver.
+#[test]
+fn the_denied_namespace_examples_are_denied_for_their_reason() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/namespaces-denied.yaml"))
+        .unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    // (name, reasons under istio, reasons under nginx)
+    let expected: [(&str, &[&str], &[&str]); 6] = [
+        ("two-meshes", &["mesh-conflict"], &["mesh-conflict"]),
+        ("linkerd-dev", &["wrong-mesh"], &[]),
+        ("istio-dev", &[], &["wrong-mesh"]),
+        ("typo", &["invalid-istio-injection"], &["invalid-istio-injection"]),
+        ("typo-linkerd", &["invalid-linkerd-inject"], &["invalid-linkerd-inject"]),
+        ("canary", &["istio-injection-with-rev"], &["istio-injection-with-rev"]),
+    ];
+    assert_eq!(docs.len(), expected.len());
+    for (object, (name, istio, nginx)) in docs.iter().zip(expected) {
+        assert_eq!(object["metadata"]["name"], name);
+        for (driver, reasons) in [(Driver::Istio, istio), (Driver::Nginx, nginx)] {
+            let settings = Settings { driver, ..Settings::default() };
+            let body = json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "1", "name": name, "operation": "CREATE", "userInfo": {}, "object": object,
+                    "kind": {"group": "", "version": "v1", "kind": "Namespace"},
+                    "resource": {"group": "", "version": "v1", "resource": "namespaces"}
+                }
+            });
+            let (_, summary) = review(Endpoint::Validate, &serde_json::to_vec(&body).unwrap(), &settings).unwrap();
+            assert_eq!(summary.denial_reasons, reasons, "{name} under {driver}");
+        }
+    }
 }
