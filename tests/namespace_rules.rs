@@ -312,3 +312,18 @@ fn corpus_namespaces_keep_every_field() {
         }
     }
 }
+
+#[test]
+fn protected_namespaces_skip_the_wrong_mesh_denial_but_not_the_two_meshes_denial() {
+    // istio-system labelled managed and wired to Linkerd: the operator's business, not divert's.
+    let other_mesh = namespace("istio-system", &[MANAGED], &[("linkerd.io/inject", "enabled")]);
+    let answer = ask(Endpoint::Validate, &review_of(&other_mesh), &istio());
+    assert_eq!(answer.outcome, Outcome::Allowed, "{}", answer.response);
+    // The same namespace unprotected is denied for the other mesh ...
+    let unprotected = namespace("payments", &[MANAGED], &[("linkerd.io/inject", "enabled")]);
+    assert!(denied(&unprotected, &istio()).contains("this cluster's divert driver is istio"));
+    // ... and two meshes on one namespace are denied everywhere, protected or not.
+    let both = namespace("istio-system", &[("istio-injection", "enabled")], &[("linkerd.io/inject", "enabled")]);
+    let message = denied(&both, &istio());
+    assert!(message.contains("istio-injection=enabled") && message.contains("linkerd.io/inject=enabled"), "{message}");
+}
