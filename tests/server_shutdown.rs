@@ -41,6 +41,18 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut done:
     }
 }
 
+/// Waits for the server process to exit by itself, failing the test after 60s.
+async fn exit_status(server: &mut Running) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_reviews_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,14 +109,7 @@ async fn sigterm_drains_in_flight_reviews_and_exits_zero() {
     assert_eq!(answer["response"]["uid"], "in-flight");
     assert_eq!(answer["response"]["patchType"], "JSONPatch");
 
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the server did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = exit_status(&mut server).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "exit status {status}; log:\n{log}");
     // Idle connections were closed by the drain, not cut by its timeout.
@@ -180,13 +185,7 @@ async fn sigint_stops_the_server_the_same_way() {
     eventually("/readyz answers 503", || async { readyz(metrics).await == Some(503) }).await;
     assert!(tokio::net::TcpStream::connect(https).await.is_ok(), "listener closed before the shutdown delay");
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "the server did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = exit_status(&mut server).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "exit status {status}; log:\n{log}");
     assert!(started.elapsed() >= Duration::from_millis(500), "exited before the shutdown delay");
