@@ -170,9 +170,5 @@ fn offline(file: &PathBuf, rules: &RuleArgs, run: fn(&str, &Settings) -> manifes
     for line in &report.stderr {
         let _ = writeln!(err, "{line}");
     }
-    match (report.unreadable, report.failed) {
-        (true, _) => ExitCode::from(2),
-        (false, true) => ExitCode::from(1),
-        (false, false) => ExitCode::SUCCESS,
-    }
+    ExitCode::from(report.verdict.exit_code())
 }

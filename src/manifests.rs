@@ -22,11 +22,29 @@ pub struct Report {
     pub stdout: String,
     /// Denials, warnings and errors, one line each.
     pub stderr: Vec<String>,
-    /// Something was denied or could not be read.
-    pub failed: bool,
+    pub verdict: Verdict,
+}
+
+/// How a run ended, worst first wins; the command's exit code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    #[default]
+    Passed,
+    /// Something was denied (exit code 1).
+    Denied,
     /// The input could not be read as Kubernetes objects (exit code 2, not 1: a script can
     /// tell a broken file from a denial).
-    pub unreadable: bool,
+    Unreadable,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Passed => 0,
+            Verdict::Denied => 1,
+            Verdict::Unreadable => 2,
+        }
+    }
 }
 
 /// One object after the webhook: mutated copy, warnings and denials.
@@ -106,8 +124,7 @@ fn run(input: &str, settings: &Settings, print_objects: bool) -> Report {
         Ok(d) => d,
         Err(e) => {
             report.stderr.push(format!("error: {e}"));
-            report.failed = true;
-            report.unreadable = true;
+            report.verdict = Verdict::Unreadable;
             return report;
         }
     };
@@ -124,7 +141,7 @@ fn run(input: &str, settings: &Settings, print_objects: bool) -> Report {
                 }
                 if !p.denials.is_empty() {
                     denied += 1;
-                    report.failed = true;
+                    report.verdict = report.verdict.max(Verdict::Denied);
                 }
                 if print_objects {
                     out.push(p.object);
@@ -135,8 +152,7 @@ fn run(input: &str, settings: &Settings, print_objects: bool) -> Report {
             }
             Err(e) => {
                 report.stderr.push(format!("error: {e}"));
-                report.failed = true;
-                report.unreadable = true;
+                report.verdict = Verdict::Unreadable;
             }
         }
     }

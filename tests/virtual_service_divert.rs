@@ -4,6 +4,7 @@
 
 mod virtual_service_support;
 
+use divert_webhook::manifests::Verdict;
 use divert_webhook::settings::Settings;
 use serde_json::{Value, json};
 use virtual_service_support::{entry_annotation, entry_value, mutate};
@@ -392,7 +393,7 @@ fn the_documented_example_is_what_mutate_prints() {
     let input: String = example.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
     assert_eq!(blocks[0], input);
     let report = divert_webhook::manifests::mutate_documents(&example, &Settings::default());
-    assert!(!report.failed && report.stderr.is_empty(), "{:?}", report.stderr);
+    assert!(report.verdict == Verdict::Passed && report.stderr.is_empty(), "{:?}", report.stderr);
     assert_eq!(blocks[1], report.stdout);
 }
 
@@ -405,7 +406,7 @@ fn the_readme_example_is_what_mutate_prints_and_its_request_table_holds() {
     let blocks: Vec<&str> = section.split("```yaml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
     assert_eq!(blocks.len(), 2, "input and output YAML");
     let report = divert_webhook::manifests::mutate_documents(blocks[0], &Settings::default());
-    assert!(!report.failed && report.stderr.is_empty(), "{:?}", report.stderr);
+    assert!(report.verdict == Verdict::Passed && report.stderr.is_empty(), "{:?}", report.stderr);
     assert_eq!(blocks[1], report.stdout, "the README's output is not what mutate prints");
 
     // | `GET /path` | `baggage` or `other` or none | `route name` ... | destination |

@@ -62,6 +62,12 @@ pub fn member_key(member: &str) -> &str {
     trim_ows(pair.split('=').next().unwrap_or_default())
 }
 
+/// The value of a list member, without OWS and properties (`cindy` for `okteto-divert = cindy;p=1`).
+pub fn member_value(member: &str) -> &str {
+    let pair = member.split(';').next().unwrap_or_default();
+    trim_ows(pair.split_once('=').map_or("", |(_, value)| value))
+}
+
 /// Is `member` an `okteto-divert` member (whatever its value)?
 pub fn is_divert_member(member: &str) -> bool {
     member_key(member) == BAGGAGE_MEMBER
@@ -244,6 +250,8 @@ mod tests {
         assert_eq!(members(" a=1 ;p, ,b = 2\t").collect::<Vec<_>>(), ["a=1 ;p", "b = 2"]);
         assert_eq!(member_key(" okteto-divert = x;p=1"), "okteto-divert");
         assert_eq!(member_key("flag"), "flag");
+        assert_eq!(member_value(" okteto-divert = x ;p=1"), "x");
+        assert_eq!(member_value("flag"), "");
         assert!(is_divert_member("okteto-divert\t=x"));
         assert!(!is_divert_member("a=1;okteto-divert=x"));
     }

@@ -17,7 +17,7 @@ use super::divert::{
 use super::nginx_snippet::{
     self, HeaderMention, HeaderUse, divert_block, header_mentions, replace_blocks, user_directives,
 };
-use super::{Findings, MAX_WARNING_CHARS, Subject, metadata_map_mut};
+use super::{Findings, Subject, fitting_warning, metadata_map_mut};
 use crate::settings::{Driver, Settings};
 
 /// ingress-nginx copies this annotation into every `location` of the Ingress.
@@ -221,17 +221,18 @@ fn wrong_name_problem(header: &HeaderMention) -> Option<String> {
 const BAGGAGE_HEADER_VARIABLE: &str = "http_baggage";
 
 /// `"{short} line {line}{text}"`, or with `brief` in place of `text` when the line number is
-/// too long for that to stay under [`MAX_WARNING_CHARS`] (only for absurdly long snippets: a
+/// too long for that to stay under [`super::MAX_WARNING_CHARS`] (only for absurdly long snippets: a
 /// 3 MiB AdmissionReview holds at most 7-digit line numbers). Past that, [`Findings::warn`]
 /// cuts the sentence, so no input can make a warning too long.
 fn line_warning(short: &str, line: usize, text: &str, brief: &str) -> String {
-    let warning = format!("{short} line {line}{text}");
-    if warning.chars().count() < MAX_WARNING_CHARS { warning } else { format!("{short} line {line}{brief}") }
+    fitting_warning(format!("{short} line {line}{text}"), format!("{short} line {line}{brief}"))
 }
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    use crate::rules::MAX_WARNING_CHARS;
 
     use super::*;
     use crate::rules::{self, Kind};

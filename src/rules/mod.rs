@@ -121,6 +121,12 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings) -> Findings {
     findings
 }
 
+/// `detailed` if it fits in one warning (one line, under [`MAX_WARNING_CHARS`]), else the
+/// shorter `fallback` that says the same with less detail.
+pub fn fitting_warning(detailed: String, fallback: impl Into<String>) -> String {
+    if detailed.chars().count() < MAX_WARNING_CHARS && !detailed.contains('\n') { detailed } else { fallback.into() }
+}
+
 /// A user-written name cut to at most `max` characters (`…` marks the cut), for warnings.
 pub fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max { s.to_string() } else { s.chars().take(max - 1).collect::<String>() + "…" }
@@ -141,4 +147,23 @@ pub fn metadata_map_mut<'a>(object: &'a mut Value, map: &str) -> Option<&'a mut 
         return None;
     }
     entry.as_object_mut()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_is_one_line_under_the_limit() {
+        let long = "x".repeat(200);
+        assert_eq!(fitting_warning(long.clone(), "short"), "short");
+        assert_eq!(fitting_warning("two\nlines".into(), "one line"), "one line");
+        assert_eq!(fitting_warning("fine".into(), "short"), "fine");
+        let mut findings = Findings::default();
+        findings.warn(format!("{long}é"));
+        findings.warn("fine");
+        assert_eq!(findings.warnings[0].chars().count(), MAX_WARNING_CHARS - 1);
+        assert!(findings.warnings[0].ends_with('…'));
+        assert_eq!(findings.warnings[1], "fine");
+    }
 }

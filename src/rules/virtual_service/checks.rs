@@ -13,20 +13,21 @@
 //!
 //! Warned: the user's uses of the legacy header `baggage.okteto-divert` (deprecated; worded
 //! "off here" while `--legacy-header` is off; what the webhook writes itself is not warned
-//! about), and a
-//! `divert.okteto.com/...` annotation that looks like a divert entry but whose key is not one.
+//! about), and a `divert.okteto.com/...` annotation that looks like a divert entry but whose
+//! key is not one.
 //!
 //! Generated `okteto-divert-*` routes are checked like any other: they must pass.
 
 use serde_json::{Map, Value};
 
 use super::annotations::{self, is_entry_key};
+use super::divert_routes::is_generated_name;
 use super::regex_check::{self, MAX_REGEX_BYTES, RegexProblem};
 use crate::rules::divert::{
-    ANNOTATION_PREFIX, BAGGAGE_HEADER, GENERATED_ROUTE_PREFIX, HEADER_ANNOTATION, LEGACY_HEADER, NAMESPACE_ANNOTATION,
-    check_divert_key, header_annotation, object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
+    ANNOTATION_PREFIX, BAGGAGE_HEADER, HEADER_ANNOTATION, LEGACY_HEADER, NAMESPACE_ANNOTATION, check_divert_key,
+    header_annotation, object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
 };
-use crate::rules::{Findings, MAX_WARNING_CHARS, Subject};
+use crate::rules::{Findings, Subject, fitting_warning};
 use crate::settings::Settings;
 
 pub const INVALID_DIVERT_ANNOTATION: &str = "invalid-divert-annotation";
@@ -57,8 +58,7 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
     check.annotations(subject);
     let http = subject.object.pointer("/spec/http").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for (i, route) in http.iter().enumerate() {
-        check.in_generated_route =
-            route.get("name").and_then(Value::as_str).is_some_and(|n| n.starts_with(GENERATED_ROUTE_PREFIX));
+        check.in_generated_route = route.get("name").and_then(Value::as_str).is_some_and(is_generated_name);
         check.http_route(route, &format!("spec.http[{i}]"));
     }
     check.warn_legacy_uses(settings.legacy_header);
@@ -112,7 +112,7 @@ impl Check<'_> {
                 && key != NAMESPACE_ANNOTATION
                 && !is_entry_key(key);
             if ignored && looks_like_entry(value) {
-                self.findings.warn(short_warning(
+                self.findings.warn(fitting_warning(
                     format!("annotation {key} is not a divert entry key and is ignored"),
                     "an annotation divert.okteto.com/... is not a divert entry key and is ignored",
                 ));
@@ -248,7 +248,7 @@ impl Check<'_> {
             n => format!(" (+{} more)", n - 1),
         };
         let state = if legacy_header_on { "deprecated" } else { "deprecated and off here" };
-        let warning = short_warning(
+        let warning = fitting_warning(
             format!("{first}{more}: legacy header, {state}; use {BAGGAGE_HEADER}"),
             format!("legacy header {LEGACY_HEADER} is {state}; use {BAGGAGE_HEADER}"),
         );
@@ -277,11 +277,6 @@ fn quoted_excerpt(pattern: &str) -> String {
     } else {
         format!("{:?}...", pattern.chars().take(80).collect::<String>())
     }
-}
-
-/// `detailed` if it is short enough for a warning, else `fallback`.
-fn short_warning(detailed: String, fallback: impl Into<String>) -> String {
-    if detailed.chars().count() < MAX_WARNING_CHARS && !detailed.contains('\n') { detailed } else { fallback.into() }
 }
 
 /// Is this annotation value a JSON object with a `namespace`: meant as a divert entry?
@@ -313,13 +308,6 @@ mod tests {
         assert_eq!(segment("a b"), "[\"a b\"]");
         assert_eq!(segment("a\nb"), "[\"a\\nb\"]");
         assert_eq!(segment(""), "[\"\"]");
-    }
-
-    #[test]
-    fn warnings_stay_short() {
-        let long = "x".repeat(200);
-        assert_eq!(short_warning(long, "short"), "short");
-        assert_eq!(short_warning("fine".into(), "short"), "fine");
     }
 
     #[test]

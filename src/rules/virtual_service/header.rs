@@ -16,7 +16,7 @@
 use serde_json::{Map, Value};
 
 use super::divert_routes::forwards;
-use crate::rules::baggage::{divert_member, is_divert_member, members, with_divert_member, without_divert_member};
+use crate::rules::baggage::{is_divert_member, member_value, members, with_divert_member, without_divert_member};
 use crate::rules::divert::{BAGGAGE_HEADER, LEGACY_HEADER, check_divert_key, header_annotation};
 use crate::rules::{Findings, Subject};
 use crate::settings::Settings;
@@ -86,11 +86,10 @@ fn add_header(route: &mut Map<String, Value>, key: &str, legacy: bool) -> Result
 /// destination's `headers.request.{set,add}.baggage`. Envoy would send both members, and the
 /// request would match another developer's routes too. Left alone (it is the user's), named.
 fn competing_member(route: &Map<String, Value>, key: &str) -> Option<String> {
-    let wanted = divert_member(key);
     let competes = |operations: Option<&Value>, operation: &str| {
         let map = operations?.get(operation)?.as_object()?;
         let value = map.iter().find(|(name, _)| name.eq_ignore_ascii_case(BAGGAGE_HEADER))?.1.as_str()?;
-        members(value).any(|m| is_divert_member(m) && trim_member(m) != wanted).then_some(())
+        members(value).any(|m| is_divert_member(m) && member_value(m) != key).then_some(())
     };
     let route_request = route.get("headers").and_then(|h| h.get("request"));
     if competes(route_request, "set").is_some() {
@@ -106,15 +105,6 @@ fn competing_member(route: &Map<String, Value>, key: &str) -> Option<String> {
         }
     }
     None
-}
-
-/// A member without its properties and whitespace around `=`: `okteto-divert=cindy`.
-fn trim_member(member: &str) -> String {
-    let pair = member.split(';').next().unwrap_or_default();
-    match pair.split_once('=') {
-        Some((k, v)) => format!("{}={}", k.trim_matches([' ', '\t']), v.trim_matches([' ', '\t'])),
-        None => pair.trim_matches([' ', '\t']).to_string(),
-    }
 }
 
 /// Removes what [`add_header`] adds. True if anything was removed.
