@@ -53,23 +53,35 @@ async fn exit_status(server: &mut Running) -> std::process::ExitStatus {
     }
 }
 
+/// Starts `serve --self-signed` on free ports with `extra` flags and JSON logs written to
+/// `dir/stderr.log` (the CA to `dir/ca.pem`); returns once /readyz answers 200.
+async fn start_serving(dir: &std::path::Path, extra: &[&str]) -> (Running, SocketAddr, SocketAddr) {
+    let (https, metrics) = (free_local_addr(), free_local_addr());
+    let child = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+        .args(["serve", "--self-signed", "--write-ca", dir.join("ca.pem").to_str().unwrap()])
+        .args(["--addr", &https.to_string(), "--metrics-addr", &metrics.to_string(), "--log-format", "json"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .expect("the binary starts");
+    let server = Running(child);
+    eventually("/readyz answers 200", || async { readyz(metrics).await == Some(200) }).await;
+    (server, https, metrics)
+}
+
+fn signal(server: &Running, signal: &str) {
+    let sent = Command::new("kill").args([signal, &server.0.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_reviews_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
     let log_path = dir.path().join("stderr.log");
-    let (https, metrics) = (free_local_addr(), free_local_addr());
-    let child = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
-        .args(["serve", "--self-signed", "--write-ca", ca_path.to_str().unwrap()])
-        .args(["--addr", &https.to_string(), "--metrics-addr", &metrics.to_string()])
-        .args(["--shutdown-delay", "3s", "--drain-timeout", "60s", "--log-format", "json"])
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("the binary starts");
-    let mut server = Running(child);
-    eventually("/readyz answers 200", || async { readyz(metrics).await == Some(200) }).await;
-    let ca = std::fs::read_to_string(&ca_path).unwrap();
+    let (mut server, https, metrics) =
+        start_serving(dir.path(), &["--shutdown-delay", "3s", "--drain-timeout", "60s"]).await;
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
 
     // A review in flight: the head and the first bytes of the body are sent, the rest later.
     let mut review = fixture("namespace-create.json");
@@ -86,8 +98,7 @@ async fn sigterm_drains_in_flight_reviews_and_exits_zero() {
         200
     );
 
-    let killed = Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
-    assert!(killed.success());
+    signal(&server, "-TERM");
     eventually("/readyz answers 503", || async { readyz(metrics).await == Some(503) }).await;
     // Not ready, but still serving: the listener is open during the shutdown delay.
     assert!(tokio::net::TcpStream::connect(https).await.is_ok(), "listener closed before the shutdown delay");
@@ -170,18 +181,8 @@ async fn sigint_stops_the_server_the_same_way() {
     // Ctrl-C in a terminal: /readyz fails at once, serving goes on for the delay, exit 0.
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("stderr.log");
-    let (https, metrics) = (free_local_addr(), free_local_addr());
-    let child = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
-        .args(["serve", "--self-signed", "--addr", &https.to_string(), "--metrics-addr", &metrics.to_string()])
-        .args(["--shutdown-delay", "1s", "--log-format", "json"])
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("the binary starts");
-    let mut server = Running(child);
-    eventually("/readyz answers 200", || async { readyz(metrics).await == Some(200) }).await;
-    let sent = Command::new("kill").args(["-INT", &server.0.id().to_string()]).status().unwrap();
-    assert!(sent.success());
+    let (mut server, https, metrics) = start_serving(dir.path(), &["--shutdown-delay", "1s"]).await;
+    signal(&server, "-INT");
     eventually("/readyz answers 503", || async { readyz(metrics).await == Some(503) }).await;
     assert!(tokio::net::TcpStream::connect(https).await.is_ok(), "listener closed before the shutdown delay");
     let started = Instant::now();
