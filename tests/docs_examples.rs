@@ -41,3 +41,16 @@ fn the_namespace_doc_quotes_real_output() {
     let nginx_line = block_after(&doc, "is\ndenied instead:").trim_end();
     assert!(checked.stderr.iter().any(|l| l == nginx_line), "{:?}", checked.stderr);
 }
+
+#[test]
+fn the_operating_doc_quotes_the_real_answer_of_its_curl_example() {
+    let fixture = read("tests/fixtures/namespace-create.json");
+    let (answer, _) = divert_webhook::review::review(
+        divert_webhook::review::Endpoint::Mutate,
+        fixture.as_bytes(),
+        &settings(Driver::Istio),
+    )
+    .unwrap();
+    let quoted = block_after(&read("docs/operating.md"), "This is the real output (one line):");
+    assert_eq!(quoted.trim_end(), String::from_utf8(answer).unwrap());
+}
