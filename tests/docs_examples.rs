@@ -51,6 +51,7 @@ fn the_operating_doc_quotes_the_real_answer_of_its_curl_example() {
         &settings(Driver::Istio),
     )
     .unwrap();
-    let quoted = block_after(&read("docs/operating.md"), "This is the real output (one line):");
+    let doc = read("docs/operating.md");
+    let quoted = block_after(&doc, "This is the real output (one line):");
     assert_eq!(quoted.trim_end(), String::from_utf8(answer).unwrap());
 }
