@@ -11,7 +11,9 @@ use crate::manifests;
 use crate::review::{self, Endpoint};
 use crate::selector::Selector;
 use crate::server::{self, ServeArgs};
-use crate::settings::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, Driver, Settings};
+use crate::settings::{
+    DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, DEFAULT_MAX_GENERATED_ROUTES, Driver, Settings,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -94,6 +96,9 @@ pub struct RuleArgs {
     /// Cluster DNS domain used in rewritten destination hosts.
     #[arg(long, env = "DIVERT_WEBHOOK_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// Most routes divert may generate on one VirtualService; above it the object is left unchanged and denied.
+    #[arg(long, env = "DIVERT_WEBHOOK_MAX_GENERATED_ROUTES", default_value_t = DEFAULT_MAX_GENERATED_ROUTES)]
+    pub max_generated_routes: usize,
 }
 
 impl RuleArgs {
@@ -106,6 +111,7 @@ impl RuleArgs {
             Settings::new(self.driver, self.managed_selector.clone(), own.as_deref(), &self.protected_namespaces);
         settings.legacy_header = self.legacy_header;
         settings.cluster_domain = self.cluster_domain.trim_matches('.').to_string();
+        settings.max_generated_routes = self.max_generated_routes;
         settings
     }
 }

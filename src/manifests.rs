@@ -5,10 +5,9 @@
 //! Field order is kept (serde_json with `preserve_order`); documents the webhook has no rules
 //! for are printed unchanged.
 
-use kube::core::admission::Operation;
 use serde_json::Value;
 
-use crate::review::{Endpoint, admit};
+use crate::review::{Endpoint, Operation, admit};
 use crate::rules::Kind;
 use crate::rules::divert::object_ref;
 use crate::settings::Settings;
@@ -79,11 +78,11 @@ fn process(object: Value, settings: &Settings) -> Result<Processed, String> {
         object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(DEFAULT_NAMESPACE).to_string();
     let label = label(&object, kind.as_str(), if kind == Kind::Namespace { "" } else { &namespace });
 
-    let mutation = admit(Endpoint::Mutate, kind, &Operation::Create, &namespace, &object, settings);
+    let mutation = admit(Endpoint::Mutate, kind, Operation::Create, &namespace, &object, settings);
     let mut mutated = object;
-    json_patch::patch(&mut mutated, &mutation.patch)
+    json_patch::patch(&mut mutated, &mutation.patch.decode())
         .map_err(|e| format!("{label}: the webhook's own patch does not apply: {e}"))?;
-    let validation = admit(Endpoint::Validate, kind, &Operation::Create, &namespace, &mutated, settings);
+    let validation = admit(Endpoint::Validate, kind, Operation::Create, &namespace, &mutated, settings);
     let mut warnings = mutation.warnings;
     warnings.extend(validation.warnings);
     let denials = validation.denials.into_iter().map(|d| d.message).collect();

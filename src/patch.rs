@@ -2,180 +2,286 @@
 //!
 //! The rules edit a copy of the raw JSON; this module turns the difference into the smallest
 //! patch that touches only what changed (SPEC §8): objects are compared key by key, arrays
-//! element by element (insertions and removals found by longest common subsequence, so a route
-//! inserted before route 3 is one `add`, not a `replace` of every later route), and only leaves
-//! whose value changed are replaced. Equal inputs give an empty patch.
+//! element by element (insertions and removals found by a patience diff over hashes of the
+//! elements, so a route inserted before route 3 is one `add`, not a `replace` of every later
+//! route), and only leaves whose value changed are replaced. Equal inputs give an empty patch.
+//!
+//! Cost: every element is hashed once and compared with `==` only where hashes agree, so the
+//! work grows with the size of the two values and the number of edits, never with their
+//! product. The operations borrow their values from the new object and are written straight
+//! to JSON: nothing is copied on the way.
 
-use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use std::hash::{Hash, Hasher};
+
+use json_patch::Patch;
 use jsonptr::PointerBuf;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
+use similar::{Algorithm, DiffTag};
 
-/// Above this many cells the LCS table is not built; differing elements are then compared
-/// position by position (still correct, only less minimal). Routes lists are far below it.
-const LCS_MAX_CELLS: usize = 1 << 20;
+use crate::deadline::{Deadline, Expired};
 
-pub fn diff(old: &Value, new: &Value) -> Patch {
-    let mut ops = Vec::new();
-    diff_at(&mut PointerBuf::root(), old, new, &mut ops);
-    Patch(ops)
+/// A JSONPatch, encoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JsonPatch {
+    /// The operations as a JSON array; empty (no bytes) when there are none.
+    pub json: Vec<u8>,
+    pub operations: usize,
 }
 
-fn diff_at(path: &mut PointerBuf, old: &Value, new: &Value, ops: &mut Vec<PatchOperation>) {
-    if old == new {
-        return;
+impl JsonPatch {
+    pub fn is_empty(&self) -> bool {
+        self.operations == 0
     }
-    match (old, new) {
-        (Value::Object(o), Value::Object(n)) => diff_objects(path, o, n, ops),
-        (Value::Array(o), Value::Array(n)) => diff_arrays(path, o, n, ops),
-        _ => ops.push(PatchOperation::Replace(ReplaceOperation { path: path.clone(), value: new.clone() })),
-    }
-}
 
-fn diff_objects(
-    path: &mut PointerBuf,
-    old: &Map<String, Value>,
-    new: &Map<String, Value>,
-    ops: &mut Vec<PatchOperation>,
-) {
-    for (key, old_value) in old {
-        path.push_back(key.as_str());
-        match new.get(key) {
-            None => ops.push(PatchOperation::Remove(RemoveOperation { path: path.clone() })),
-            Some(new_value) => diff_at(path, old_value, new_value, ops),
+    /// The operations as `json_patch` values (to apply them: offline commands, tests).
+    pub fn decode(&self) -> Patch {
+        if self.is_empty() {
+            return Patch(Vec::new());
         }
-        path.pop_back();
+        serde_json::from_slice(&self.json).expect("the webhook's own patch decodes")
     }
-    for (key, new_value) in new {
-        if !old.contains_key(key) {
+}
+
+/// The patch from `old` to `new`, as `json_patch` operations.
+pub fn diff(old: &Value, new: &Value) -> Patch {
+    diff_until(old, new, Deadline::NONE).expect("a diff without a deadline always finishes").decode()
+}
+
+/// The patch from `old` to `new`, encoded; stops with [`Expired`] once `deadline` has passed.
+pub fn diff_until(old: &Value, new: &Value, deadline: Deadline) -> Result<JsonPatch, Expired> {
+    let mut differ = Differ { ops: Vec::new(), deadline, steps: 0 };
+    differ.at(&mut PointerBuf::root(), old, new)?;
+    if differ.ops.is_empty() {
+        return Ok(JsonPatch::default());
+    }
+    let json = serde_json::to_vec(&differ.ops).expect("patch operations serialise");
+    Ok(JsonPatch { json, operations: differ.ops.len() })
+}
+
+/// One operation; values are borrowed from the new object.
+enum Op<'a> {
+    Add(PointerBuf, &'a Value),
+    Remove(PointerBuf),
+    Replace(PointerBuf, &'a Value),
+}
+
+impl Serialize for Op<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (op, path, value) = match self {
+            Op::Add(path, value) => ("add", path, Some(value)),
+            Op::Remove(path) => ("remove", path, None),
+            Op::Replace(path, value) => ("replace", path, Some(value)),
+        };
+        let mut map = serializer.serialize_map(Some(if value.is_some() { 3 } else { 2 }))?;
+        map.serialize_entry("op", op)?;
+        map.serialize_entry("path", path.as_str())?;
+        if let Some(value) = value {
+            map.serialize_entry("value", value)?;
+        }
+        map.end()
+    }
+}
+
+/// How many elements are looked at between two reads of the clock.
+const STEPS_PER_DEADLINE_CHECK: u32 = 64;
+
+struct Differ<'a> {
+    ops: Vec<Op<'a>>,
+    deadline: Deadline,
+    steps: u32,
+}
+
+impl<'a> Differ<'a> {
+    fn tick(&mut self) -> Result<(), Expired> {
+        self.steps += 1;
+        if self.steps % STEPS_PER_DEADLINE_CHECK == 0 { self.deadline.check() } else { Ok(()) }
+    }
+
+    fn at(&mut self, path: &mut PointerBuf, old: &Value, new: &'a Value) -> Result<(), Expired> {
+        if old == new {
+            return Ok(());
+        }
+        match (old, new) {
+            (Value::Object(o), Value::Object(n)) => self.objects(path, o, n),
+            (Value::Array(o), Value::Array(n)) => self.arrays(path, o, n),
+            _ => {
+                self.ops.push(Op::Replace(path.clone(), new));
+                Ok(())
+            }
+        }
+    }
+
+    fn objects(
+        &mut self,
+        path: &mut PointerBuf,
+        old: &Map<String, Value>,
+        new: &'a Map<String, Value>,
+    ) -> Result<(), Expired> {
+        for (key, old_value) in old {
             path.push_back(key.as_str());
-            ops.push(PatchOperation::Add(AddOperation { path: path.clone(), value: new_value.clone() }));
+            match new.get(key) {
+                None => self.ops.push(Op::Remove(path.clone())),
+                Some(new_value) => self.at(path, old_value, new_value)?,
+            }
             path.pop_back();
         }
-    }
-}
-
-enum Edit {
-    Keep,
-    Remove,
-    Insert(usize),
-}
-
-fn diff_arrays(path: &mut PointerBuf, old: &[Value], new: &[Value], ops: &mut Vec<PatchOperation>) {
-    // Common prefix and suffix need no table.
-    let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
-    let suffix = old[prefix..].iter().rev().zip(new[prefix..].iter().rev()).take_while(|(a, b)| a == b).count();
-    let (o, n) = (&old[prefix..old.len() - suffix], &new[prefix..new.len() - suffix]);
-
-    let edits = if o.len() == n.len() || o.len().saturating_mul(n.len()) > LCS_MAX_CELLS {
-        None
-    } else {
-        Some(lcs_edits(o, n))
-    };
-
-    let mut index = prefix; // position in the array as the patch has rewritten it so far
-    match edits {
-        None => {
-            // Same length (an in-place edit, the common case) or too large for a table:
-            // pair elements by position, then remove or append the rest.
-            let common = o.len().min(n.len());
-            for k in 0..common {
-                path.push_back(index + k);
-                diff_at(path, &o[k], &n[k], ops);
+        for (key, new_value) in new {
+            if !old.contains_key(key) {
+                path.push_back(key.as_str());
+                self.ops.push(Op::Add(path.clone(), new_value));
                 path.pop_back();
-            }
-            index += common;
-            for _ in common..o.len() {
-                path.push_back(index);
-                ops.push(PatchOperation::Remove(RemoveOperation { path: path.clone() }));
-                path.pop_back();
-            }
-            for item in &n[common..] {
-                path.push_back(index);
-                ops.push(PatchOperation::Add(AddOperation { path: path.clone(), value: item.clone() }));
-                path.pop_back();
-                index += 1;
             }
         }
-        Some(edits) => {
-            let mut old_i = 0;
-            let mut k = 0;
-            while k < edits.len() {
-                if let Edit::Keep = edits[k] {
-                    old_i += 1;
-                    index += 1;
-                    k += 1;
-                    continue;
-                }
-                // A run of removals and insertions between kept elements.
-                let run_end = (k..edits.len()).find(|&e| matches!(edits[e], Edit::Keep)).unwrap_or(edits.len());
-                let mut removed = Vec::new();
-                let mut inserted = Vec::new();
-                for edit in &edits[k..run_end] {
-                    match edit {
-                        Edit::Remove => {
-                            removed.push(old_i);
-                            old_i += 1;
+        Ok(())
+    }
+
+    fn arrays(&mut self, path: &mut PointerBuf, old: &[Value], new: &'a [Value]) -> Result<(), Expired> {
+        // Common prefix and suffix need no hashing.
+        let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+        let suffix = old[prefix..].iter().rev().zip(new[prefix..].iter().rev()).take_while(|(a, b)| a == b).count();
+        let (o, n) = (&old[prefix..old.len() - suffix], &new[prefix..new.len() - suffix]);
+        let mut index = prefix; // position in the array as the patch has rewritten it so far
+
+        if o.len() == n.len() {
+            // An in-place edit (the common case): pair elements by position.
+            for (k, (old_item, new_item)) in o.iter().zip(n).enumerate() {
+                self.tick()?;
+                path.push_back(index + k);
+                self.at(path, old_item, new_item)?;
+                path.pop_back();
+            }
+            return Ok(());
+        }
+
+        let old_hashes = self.hashes(o)?;
+        let new_hashes = self.hashes(n)?;
+        let script = similar::capture_diff_slices_deadline(
+            Algorithm::Patience,
+            &old_hashes,
+            &new_hashes,
+            self.deadline.instant(),
+        );
+        self.deadline.check()?;
+        // Runs of removals and insertions between kept elements; a kept pair whose hashes agree
+        // but whose values do not (a collision) is treated as a removal and an insertion.
+        let (mut removed, mut inserted) = (Vec::new(), Vec::new());
+        for op in script {
+            let (tag, old_range, new_range) = op.as_tag_tuple();
+            match tag {
+                DiffTag::Equal => {
+                    for (i, j) in old_range.zip(new_range) {
+                        if o[i] == n[j] {
+                            index = self.run(path, o, n, &removed, &inserted, index)?;
+                            removed.clear();
+                            inserted.clear();
+                            index += 1;
+                        } else {
+                            removed.push(i);
+                            inserted.push(j);
                         }
-                        Edit::Insert(j) => inserted.push(*j),
-                        Edit::Keep => unreachable!(),
                     }
                 }
-                index = patch_run(path, o, n, &removed, &inserted, index, ops);
-                k = run_end;
+                DiffTag::Delete | DiffTag::Insert | DiffTag::Replace => {
+                    removed.extend(old_range);
+                    inserted.extend(new_range);
+                }
             }
         }
+        self.run(path, o, n, &removed, &inserted, index)?;
+        Ok(())
+    }
+
+    fn hashes(&mut self, items: &[Value]) -> Result<Vec<u64>, Expired> {
+        let mut hashes = Vec::with_capacity(items.len());
+        for item in items {
+            self.tick()?;
+            let mut hasher = std::hash::DefaultHasher::new();
+            hash_value(item, &mut hasher);
+            hashes.push(hasher.finish());
+        }
+        Ok(hashes)
+    }
+
+    /// Turns the removed elements `removed` (indices into `o`) into the inserted ones `inserted`
+    /// (indices into `n`), starting at position `index` of the array being patched; returns the
+    /// position after the run. A removed element and an inserted element that are the same
+    /// element changed ([`same_element`], paired in order) are patched in place instead of
+    /// replaced whole; the rest are removals and insertions.
+    fn run(
+        &mut self,
+        path: &mut PointerBuf,
+        o: &[Value],
+        n: &'a [Value],
+        removed: &[usize],
+        inserted: &[usize],
+        index: usize,
+    ) -> Result<usize, Expired> {
+        if removed.is_empty() && inserted.is_empty() {
+            return Ok(index);
+        }
+        // Pair in order: each removed element with the first later inserted one it can become.
+        // Elements with a `name` pair only with the same name, found through an index, so
+        // this stays linear however many elements the run holds.
+        let mut partner: Vec<Option<usize>> = vec![None; inserted.len()];
+        let mut paired_old = vec![false; removed.len()];
+        let mut by_name: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+        for (at, &new) in inserted.iter().enumerate().rev() {
+            if let Some(name) = element_name(&n[new]) {
+                by_name.entry(name).or_default().push(at);
+            }
+        }
+        let mut next_insert = 0;
+        for (r, &old) in removed.iter().enumerate() {
+            self.tick()?;
+            let found = match element_name(&o[old]) {
+                Some(name) => by_name.get_mut(name).and_then(|ats| {
+                    while ats.last().is_some_and(|&at| at < next_insert) {
+                        ats.pop();
+                    }
+                    ats.last().copied()
+                }),
+                None => inserted[next_insert..]
+                    .iter()
+                    .position(|&new| same_element(&o[old], &n[new]))
+                    .map(|offset| next_insert + offset),
+            };
+            if let Some(at) = found {
+                partner[at] = Some(old);
+                paired_old[r] = true;
+                next_insert = at + 1;
+            }
+        }
+        // Remove the unpaired old elements; the paired ones then sit in order from `index`.
+        let mut position = index;
+        for paired in paired_old {
+            path.push_back(position);
+            if paired {
+                position += 1;
+            } else {
+                self.ops.push(Op::Remove(path.clone()));
+            }
+            path.pop_back();
+        }
+        // Insert the new elements among them, patching each paired one in place.
+        let mut position = index;
+        for (&new, old) in inserted.iter().zip(partner) {
+            self.tick()?;
+            path.push_back(position);
+            match old {
+                Some(old) => self.at(path, &o[old], &n[new])?,
+                None => self.ops.push(Op::Add(path.clone(), &n[new])),
+            }
+            path.pop_back();
+            position += 1;
+        }
+        Ok(position)
     }
 }
 
-/// Turns the removed elements `removed` (indices into `o`) into the inserted ones `inserted`
-/// (indices into `n`), starting at position `index` of the array being patched; returns the
-/// position after the run. A removed element and an inserted element that are the same element
-/// changed ([`same_element`], paired in order) are patched in place instead of replaced whole;
-/// the rest are removals and insertions.
-fn patch_run(
-    path: &mut PointerBuf,
-    o: &[Value],
-    n: &[Value],
-    removed: &[usize],
-    inserted: &[usize],
-    index: usize,
-    ops: &mut Vec<PatchOperation>,
-) -> usize {
-    // Pair in order: each removed element with the first later inserted one it can become.
-    let mut partner: Vec<Option<usize>> = vec![None; inserted.len()];
-    let mut paired_old = vec![false; removed.len()];
-    let mut next_insert = 0;
-    for (r, &old) in removed.iter().enumerate() {
-        if let Some(offset) = inserted[next_insert..].iter().position(|&new| same_element(&o[old], &n[new])) {
-            let at = next_insert + offset;
-            partner[at] = Some(old);
-            paired_old[r] = true;
-            next_insert = at + 1;
-        }
-    }
-    // Remove the unpaired old elements; the paired ones then sit in order from `index`.
-    let mut position = index;
-    for paired in paired_old {
-        path.push_back(position);
-        if paired {
-            position += 1;
-        } else {
-            ops.push(PatchOperation::Remove(RemoveOperation { path: path.clone() }));
-        }
-        path.pop_back();
-    }
-    // Insert the new elements among them, patching each paired one in place.
-    let mut position = index;
-    for (&new, old) in inserted.iter().zip(partner) {
-        path.push_back(position);
-        match old {
-            Some(old) => diff_at(path, &o[old], &n[new], ops),
-            None => ops.push(PatchOperation::Add(AddOperation { path: path.clone(), value: n[new].clone() })),
-        }
-        path.pop_back();
-        position += 1;
-    }
-    position
+/// `name` of a map element, when it is a string.
+fn element_name(value: &Value) -> Option<&str> {
+    value.get("name").and_then(Value::as_str)
 }
 
 /// Could `new` be `old` edited? Maps that both have a `name` must have the same one.
@@ -186,50 +292,58 @@ fn same_element(old: &Value, new: &Value) -> bool {
     }
 }
 
-/// Edit script from `o` to `n` by longest common subsequence of equal elements.
-fn lcs_edits(o: &[Value], n: &[Value]) -> Vec<Edit> {
-    let (rows, cols) = (o.len(), n.len());
-    // table[i][j] = LCS length of o[i..] and n[j..]
-    let mut table = vec![0u32; (rows + 1) * (cols + 1)];
-    let at = |i: usize, j: usize| i * (cols + 1) + j;
-    for i in (0..rows).rev() {
-        for j in (0..cols).rev() {
-            table[at(i, j)] =
-                if o[i] == n[j] { table[at(i + 1, j + 1)] + 1 } else { table[at(i + 1, j)].max(table[at(i, j + 1)]) };
+/// A hash consistent with `Value`'s `==`: maps compare without regard to key order, so their
+/// entries are combined in an order-independent way.
+fn hash_value(value: &Value, state: &mut impl Hasher) {
+    match value {
+        Value::Null => state.write_u8(0),
+        Value::Bool(b) => {
+            state.write_u8(1);
+            b.hash(state);
+        }
+        Value::Number(number) => {
+            state.write_u8(2);
+            if let Some(u) = number.as_u64() {
+                state.write_u8(0);
+                u.hash(state);
+            } else if let Some(i) = number.as_i64() {
+                state.write_u8(1);
+                i.hash(state);
+            } else {
+                state.write_u8(2);
+                number.as_f64().unwrap_or(f64::NAN).to_bits().hash(state);
+            }
+        }
+        Value::String(s) => {
+            state.write_u8(3);
+            s.hash(state);
+        }
+        Value::Array(items) => {
+            state.write_u8(4);
+            state.write_usize(items.len());
+            for item in items {
+                hash_value(item, state);
+            }
+        }
+        Value::Object(map) => {
+            state.write_u8(5);
+            state.write_usize(map.len());
+            let mut combined = 0u64;
+            for (key, item) in map {
+                let mut entry = std::hash::DefaultHasher::new();
+                key.hash(&mut entry);
+                hash_value(item, &mut entry);
+                combined = combined.wrapping_add(entry.finish());
+            }
+            state.write_u64(combined);
         }
     }
-    let mut edits = Vec::with_capacity(rows + cols);
-    let (mut i, mut j) = (0, 0);
-    while i < rows || j < cols {
-        if i < rows && j < cols && o[i] == n[j] {
-            edits.push(Edit::Keep);
-            i += 1;
-            j += 1;
-        } else if j < cols && (i == rows || table[at(i, j + 1)] >= table[at(i + 1, j)]) {
-            edits.push(Edit::Insert(j));
-            j += 1;
-        } else {
-            edits.push(Edit::Remove);
-            i += 1;
-        }
-    }
-    // Put each removal before the insertions that share its position, so that a changed
-    // element shows up as Remove+Insert and is patched in place.
-    let mut k = 0;
-    while k + 1 < edits.len() {
-        if matches!(edits[k], Edit::Insert(_)) && matches!(edits[k + 1], Edit::Remove) {
-            edits.swap(k, k + 1);
-            k = k.saturating_sub(1);
-        } else {
-            k += 1;
-        }
-    }
-    edits
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use json_patch::PatchOperation;
     use serde_json::json;
 
     fn check(old: Value, new: Value) -> Patch {

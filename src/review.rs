@@ -4,19 +4,23 @@
 //! `review` command call it. The offline `mutate`/`check` commands call [`admit`] directly with
 //! the objects of a manifest file, so they get exactly the server's decisions.
 //!
-//! The admitted object is taken out of the review as raw JSON before the envelope is decoded
-//! with `kube::core::admission`: rules and patches work on the object exactly as sent.
+//! Decoding reads only what the answer needs (uid, kind, operation, namespace, name) and keeps
+//! the admitted object as raw JSON: it is parsed into a tree only when a rule will read it (a kind
+//! the webhook handles, CREATE or UPDATE). Everything else in the envelope (userInfo, oldObject,
+//! options, and the object of any other kind, however deep) is skipped without building anything.
+//! Rules and patches work on the object exactly as sent.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
-use json_patch::Patch;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, Status};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::patch;
-use crate::rules::{self, Denial, Kind, Subject};
+use crate::deadline::{Deadline, Expired};
+use crate::patch::{self, JsonPatch};
+use crate::rules::{self, Denial, Findings, Kind, Subject};
 use crate::settings::Settings;
 
 /// Which webhook is being called.
@@ -35,11 +39,41 @@ impl Endpoint {
     }
 }
 
+/// `request.operation` of an AdmissionReview.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn parse(s: &str) -> Option<Operation> {
+        match s {
+            "CREATE" => Some(Operation::Create),
+            "UPDATE" => Some(Operation::Update),
+            "DELETE" => Some(Operation::Delete),
+            "CONNECT" => Some(Operation::Connect),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
 /// The decision for one object.
 #[derive(Clone, Debug, Default)]
 pub struct Admission {
     /// Empty when nothing changes (then the answer carries no patch at all).
-    pub patch: Patch,
+    pub patch: JsonPatch,
     pub warnings: Vec<String>,
     pub denials: Vec<Denial>,
 }
@@ -56,28 +90,75 @@ impl Admission {
 pub fn admit(
     endpoint: Endpoint,
     kind: Kind,
-    operation: &Operation,
+    operation: Operation,
     namespace: &str,
     object: &Value,
     settings: &Settings,
 ) -> Admission {
+    admit_until(endpoint, kind, operation, namespace, object, settings, Deadline::NONE)
+        .expect("a review without a deadline always finishes")
+}
+
+/// [`admit`], stopping with [`Expired`] once `deadline` has passed.
+pub fn admit_until(
+    endpoint: Endpoint,
+    kind: Kind,
+    operation: Operation,
+    namespace: &str,
+    object: &Value,
+    settings: &Settings,
+    deadline: Deadline,
+) -> Result<Admission, Expired> {
+    admit_sized(endpoint, kind, operation, namespace, object, None, settings, deadline)
+}
+
+/// [`admit_until`] for an object whose size in JSON is known (`object_bytes`: the review's body).
+#[allow(clippy::too_many_arguments)]
+fn admit_sized(
+    endpoint: Endpoint,
+    kind: Kind,
+    operation: Operation,
+    namespace: &str,
+    object: &Value,
+    object_bytes: Option<usize>,
+    settings: &Settings,
+    deadline: Deadline,
+) -> Result<Admission, Expired> {
     if !matches!(operation, Operation::Create | Operation::Update) {
-        return Admission::default();
+        return Ok(Admission::default());
     }
     let name = object.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
     let namespace = if kind == Kind::Namespace { name } else { namespace };
     let subject = Subject { kind, namespace, name, object };
-    match endpoint {
+    let mut findings = Findings::until(deadline);
+    findings.object_bytes = object_bytes;
+    let admission = match endpoint {
         Endpoint::Mutate => {
+            // Refusals known before any work: no copy of a large object is made only to be
+            // thrown away (SPEC §7 size).
+            if let Some(bytes) = object_bytes.filter(|&bytes| bytes > MAX_MUTATED_OBJECT_BYTES) {
+                let warning = format!(
+                    "{} is {bytes} bytes of JSON, over the {MAX_MUTATED_OBJECT_BYTES} divert-webhook mutates: left unchanged",
+                    kind.as_str()
+                );
+                return Ok(Admission { warnings: vec![warning], ..Admission::default() });
+            }
+            if let Some(warning) = rules::refused_mutation(&subject, settings, object_bytes) {
+                return Ok(Admission { warnings: vec![warning], ..Admission::default() });
+            }
             let mut mutated = object.clone();
-            let warnings = rules::mutate(&subject, &mut mutated, settings);
-            Admission { patch: patch::diff(object, &mutated), warnings, denials: Vec::new() }
+            rules::mutate_into(&subject, &mut mutated, settings, &mut findings);
+            deadline.check()?;
+            let patch = patch::diff_until(object, &mutated, deadline)?;
+            Admission { patch, warnings: findings.warnings, denials: Vec::new() }
         }
         Endpoint::Validate => {
-            let findings = rules::validate(&subject, settings);
-            Admission { patch: Patch(Vec::new()), warnings: findings.warnings, denials: findings.denials }
+            rules::validate_into(&subject, settings, &mut findings);
+            Admission { patch: JsonPatch::default(), warnings: findings.warnings, denials: findings.denials }
         }
-    }
+    };
+    deadline.check()?;
+    Ok(admission)
 }
 
 /// How a review ended, for metrics and the log line.
@@ -128,96 +209,317 @@ impl fmt::Display for InvalidReview {
 
 impl std::error::Error for InvalidReview {}
 
-fn operation_str(op: &Operation) -> &'static str {
-    match op {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-    }
-}
-
 /// One line, at most 200 characters: serde's messages can quote long input.
 fn one_line(s: impl fmt::Display) -> String {
     let s: String = s.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
     if s.chars().count() > 200 { s.chars().take(197).collect::<String>() + "..." } else { s }
 }
 
+/// Why a review got no answer of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unanswered {
+    /// Not a readable AdmissionReview: HTTP 400.
+    Invalid(InvalidReview),
+    /// The deadline passed while it was being worked on.
+    Expired,
+}
+
+impl From<InvalidReview> for Unanswered {
+    fn from(invalid: InvalidReview) -> Self {
+        Unanswered::Invalid(invalid)
+    }
+}
+
+impl From<Expired> for Unanswered {
+    fn from(_: Expired) -> Self {
+        Unanswered::Expired
+    }
+}
+
 /// Decodes an AdmissionReview body, decides, and returns the encoded answer (JSON) with its
 /// summary. Errors are for bodies that are not a readable `admission.k8s.io/v1` review.
 pub fn review(endpoint: Endpoint, body: &[u8], settings: &Settings) -> Result<(Vec<u8>, Summary), InvalidReview> {
-    let mut envelope: Value =
-        serde_json::from_slice(body).map_err(|e| InvalidReview(one_line(format_args!("body is not JSON: {e}"))))?;
-    let api_version = envelope.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind = envelope.get("kind").and_then(Value::as_str).unwrap_or_default();
-    if (api_version, kind) != ("admission.k8s.io/v1", "AdmissionReview") {
-        return Err(InvalidReview(one_line(format_args!(
-            "expected apiVersion admission.k8s.io/v1, kind AdmissionReview; got apiVersion {api_version:?}, kind {kind:?}"
-        ))));
-    }
-    // Keep the object raw; the envelope goes through kube's types.
-    let request = envelope
-        .get_mut("request")
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| InvalidReview("AdmissionReview has no request object".into()))?;
-    let object = request.get_mut("object").map(Value::take).unwrap_or(Value::Null);
-    request.remove("oldObject");
-    if !(object.is_object() || object.is_null()) {
-        return Err(InvalidReview("request.object is not a JSON object".into()));
-    }
-    let review: AdmissionReview<DynamicObject> = serde_json::from_value(envelope)
-        .map_err(|e| InvalidReview(one_line(format_args!("not a readable AdmissionReview: {e}"))))?;
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| InvalidReview("AdmissionReview has no request".into()))?;
+    review_until(endpoint, body, settings, Deadline::NONE).map_err(|unanswered| match unanswered {
+        Unanswered::Invalid(invalid) => invalid,
+        Unanswered::Expired => unreachable!("a review without a deadline always finishes"),
+    })
+}
 
-    let handled = Kind::from_gvk(&request.kind.group, &request.kind.version, &request.kind.kind);
-    let mut admission = match handled {
-        Some(kind) if object.is_object() => {
-            let namespace = request.namespace.as_deref().unwrap_or("");
-            admit(endpoint, kind, &request.operation, namespace, &object, settings)
+/// [`review`], given up with [`Unanswered::Expired`] once `deadline` has passed.
+pub fn review_until(
+    endpoint: Endpoint,
+    body: &[u8],
+    settings: &Settings,
+    deadline: Deadline,
+) -> Result<(Vec<u8>, Summary), Unanswered> {
+    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            InvalidReview(one_line(format_args!("not a readable AdmissionReview: {e}")))
+        }
+        _ => InvalidReview(one_line(format_args!("body is not JSON: {e}"))),
+    })?;
+    let api_version = envelope.api_version.as_ref().map_or("", |s| s.as_str());
+    let review_kind = envelope.kind.as_ref().map_or("", |s| s.as_str());
+    if (api_version, review_kind) != ("admission.k8s.io/v1", "AdmissionReview") {
+        return Err(InvalidReview(one_line(format_args!(
+            "expected apiVersion admission.k8s.io/v1, kind AdmissionReview; got apiVersion {api_version:?}, kind {review_kind:?}"
+        )))
+        .into());
+    }
+    let request = envelope.request.ok_or_else(|| InvalidReview("AdmissionReview has no request object".into()))?;
+    let missing = |field: &str| InvalidReview(format!("not a readable AdmissionReview: request.{field} is missing"));
+    let uid = request.uid.ok_or_else(|| missing("uid"))?;
+    let gvk = request.kind.ok_or_else(|| missing("kind"))?;
+    let operation = request.operation.ok_or_else(|| missing("operation"))?;
+    let operation = Operation::parse(operation.as_str()).ok_or_else(|| {
+        InvalidReview(one_line(format_args!(
+            "not a readable AdmissionReview: request.operation {:?} is not CREATE, UPDATE, DELETE or CONNECT",
+            operation.as_str()
+        )))
+    })?;
+    let namespace = request.namespace.as_ref().map_or("", |s| s.as_str());
+
+    let handled = Kind::from_gvk(gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str());
+    let admission = match (handled, request.object) {
+        (Some(kind), Some(object)) if matches!(operation, Operation::Create | Operation::Update) => {
+            match parse_object(object)? {
+                Parsed::Object(parsed) => {
+                    // managedFields, left out of the tree, still counts in the stored object's size.
+                    let bytes = Some(object.get().len());
+                    admit_sized(endpoint, kind, operation, namespace, &parsed, bytes, settings, deadline)?
+                }
+                Parsed::TooDeep => {
+                    unread(endpoint, kind, format!("is nested more than {MAX_OBJECT_DEPTH} levels deep"), "flatten it")
+                }
+                Parsed::TooLarge(bytes) => unread(
+                    endpoint,
+                    kind,
+                    format!(
+                        "is {bytes} bytes of JSON, over the {MAX_READ_OBJECT_BYTES} (etcd's default limit) divert-webhook reads"
+                    ),
+                    "make it smaller",
+                ),
+            }
         }
         _ => Admission::default(),
     };
 
-    let patch_operations = admission.patch.0.len();
-    let mut response = AdmissionResponse::from(&request);
-    let outcome = if let Some(message) = admission.denial_message() {
-        response.allowed = false;
-        response.result = Status::failure(&message, "Forbidden").with_code(403);
+    let outcome = if !admission.denials.is_empty() {
         Outcome::Denied
-    } else if !admission.patch.0.is_empty() {
-        response = response
-            .with_patch(std::mem::take(&mut admission.patch))
-            .map_err(|e| InvalidReview(one_line(format_args!("patch could not be encoded: {e}"))))?;
+    } else if !admission.patch.is_empty() {
         Outcome::Patched
     } else {
         Outcome::Allowed
     };
-    if !admission.warnings.is_empty() {
-        response.warnings = Some(admission.warnings.clone());
-    }
+    let answer = encode_answer(uid.as_str(), outcome, &admission)?;
     let summary = Summary {
-        uid: request.uid.clone(),
-        kind: request.kind.kind.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        name: request.name.clone(),
-        operation: operation_str(&request.operation),
+        uid: uid.as_str().to_string(),
+        kind: gvk.kind.as_str().to_string(),
+        namespace: namespace.to_string(),
+        name: request.name.as_ref().map_or("", |s| s.as_str()).to_string(),
+        operation: operation.as_str(),
         outcome,
-        patch_operations: if outcome == Outcome::Patched { patch_operations } else { 0 },
+        patch_operations: if outcome == Outcome::Patched { admission.patch.operations } else { 0 },
         warnings: admission.warnings.len(),
         denial_reasons: admission.denials.iter().map(|d| d.reason).collect(),
     };
-    Ok((encode_review(response), summary))
+    Ok((answer, summary))
 }
 
-/// The answer as the apiserver reads it. kube-core serialises `response.patch` (a `Vec<u8>`) as
-/// an array of numbers (kube-rs issue #1781); the apiserver decodes `[]byte` only from a
-/// base64 string, so the patch is taken out and put back as base64.
-fn encode_review(mut response: AdmissionResponse) -> Vec<u8> {
-    let patch = response.patch.take().map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
-    let mut review = serde_json::to_value(response.into_review()).expect("AdmissionReview serialises");
-    if let (Some(patch), Some(Value::Object(fields))) = (patch, review.get_mut("response")) {
-        fields.insert("patch".to_string(), Value::String(patch));
+/// How deep the rules read an object: serde_json's limit for building a tree.
+const MAX_OBJECT_DEPTH: usize = 128;
+
+/// The largest object the rules read: etcd's default request limit (`--max-request-bytes`,
+/// 1.5 MiB), so no object etcd would store is refused. A tree costs about 17 times its JSON,
+/// so this also bounds a review's memory (SPEC §8).
+pub const MAX_READ_OBJECT_BYTES: usize = 1536 * 1024;
+
+/// The largest object the mutating webhook changes (SPEC §7: no mutation grows an object past
+/// 1 MiB of JSON).
+pub const MAX_MUTATED_OBJECT_BYTES: usize = crate::rules::virtual_service::divert_routes::MAX_OBJECT_BYTES;
+
+enum Parsed {
+    Object(Value),
+    TooDeep,
+    TooLarge(usize),
+}
+
+/// The admitted object as a tree, with `metadata.managedFields` left out: no rule reads it, and
+/// it is often the larger part of the object (both the original and the rules' copy lack it, so
+/// the patch never mentions it).
+fn parse_object(raw: &RawValue) -> Result<Parsed, InvalidReview> {
+    if raw.get().len() > MAX_READ_OBJECT_BYTES {
+        return if raw.get().starts_with('{') {
+            Ok(Parsed::TooLarge(raw.get().len()))
+        } else {
+            Err(InvalidReview("request.object is not a JSON object".into()))
+        };
     }
-    serde_json::to_vec(&review).expect("AdmissionReview serialises")
+    let mut object: Value = match serde_json::from_str(raw.get()) {
+        Ok(object) => object,
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => return Ok(Parsed::TooDeep),
+        Err(e) => return Err(InvalidReview(one_line(format_args!("request.object is not readable: {e}")))),
+    };
+    let Some(fields) = object.as_object_mut() else {
+        return Err(InvalidReview("request.object is not a JSON object".into()));
+    };
+    if let Some(Value::Object(metadata)) = fields.get_mut("metadata") {
+        metadata.shift_remove("managedFields");
+    }
+    Ok(Parsed::Object(object))
+}
+
+/// An object of a handled kind the rules do not read (too deep, too large): the mutating
+/// webhook leaves it unchanged, and the validating webhook refuses it, since it cannot be checked.
+fn unread(endpoint: Endpoint, kind: Kind, what: String, fix: &str) -> Admission {
+    match endpoint {
+        Endpoint::Mutate => Admission {
+            warnings: vec![rules::fitting_warning(
+                format!("this {} {what}: left unchanged", kind.as_str()),
+                format!("this {} is too large or deep for divert-webhook: left unchanged", kind.as_str()),
+            )],
+            ..Default::default()
+        },
+        Endpoint::Validate => Admission {
+            denials: vec![Denial {
+                reason: "unreadable",
+                message: format!("this {} {what}, so divert-webhook cannot check it; {fix}", kind.as_str()),
+            }],
+            ..Default::default()
+        },
+    }
+}
+
+/// A JSON string, borrowed from the body when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl Str<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(s)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// What is read of an AdmissionReview; every other field is skipped unread.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "apiVersion", borrow, default)]
+    api_version: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    request: Option<RequestFields<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RequestFields<'a> {
+    #[serde(borrow, default)]
+    uid: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    kind: Option<GroupVersionKind<'a>>,
+    #[serde(borrow, default)]
+    name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    namespace: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    operation: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind<'a> {
+    #[serde(borrow)]
+    group: Str<'a>,
+    #[serde(borrow)]
+    version: Str<'a>,
+    #[serde(borrow)]
+    kind: Str<'a>,
+}
+
+/// The answer, field for field as the apiserver reads it.
+#[derive(Serialize)]
+struct Answer<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: Response<'a>,
+}
+
+#[derive(Serialize)]
+struct Response<'a> {
+    uid: &'a str,
+    allowed: bool,
+    status: ResponseStatus<'a>,
+    #[serde(rename = "patchType", skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+    /// base64 of the JSONPatch: the apiserver decodes `[]byte` only from a base64 string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+}
+
+/// `metav1.Status`: empty when allowed; for a denial, the message and 403 Forbidden.
+#[derive(Serialize, Default)]
+struct ResponseStatus<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+fn encode_answer(uid: &str, outcome: Outcome, admission: &Admission) -> Result<Vec<u8>, InvalidReview> {
+    let status = match admission.denial_message() {
+        Some(message) => ResponseStatus {
+            status: Some("Failure"),
+            code: Some(403),
+            message: Some(Cow::Owned(message)),
+            reason: Some("Forbidden"),
+        },
+        None => ResponseStatus::default(),
+    };
+    let patch = if outcome == Outcome::Patched {
+        Some(base64::engine::general_purpose::STANDARD.encode(&admission.patch.json))
+    } else {
+        None
+    };
+    let answer = Answer {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response: Response {
+            uid,
+            allowed: outcome != Outcome::Denied,
+            status,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            warnings: &admission.warnings,
+            patch,
+        },
+    };
+    Ok(serde_json::to_vec(&answer).expect("an answer always serialises"))
 }

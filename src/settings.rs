@@ -50,6 +50,7 @@ pub const BUILTIN_PROTECTED_NAMESPACES: &[&str] = &[
 
 pub const DEFAULT_MANAGED_SELECTOR: &str = "dev.okteto.com/okteto-managed=true";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+pub const DEFAULT_MAX_GENERATED_ROUTES: usize = 2000;
 
 /// Everything the rules need from the operator. Built once at start; read-only afterwards.
 #[derive(Clone, Debug)]
@@ -61,6 +62,9 @@ pub struct Settings {
     /// Accept the deprecated `baggage.okteto-divert` header (SPEC §2).
     pub legacy_header: bool,
     pub cluster_domain: String,
+    /// SPEC §7 size: a mutation that would generate more routes than this is not done, and
+    /// the object is denied.
+    pub max_generated_routes: usize,
 }
 
 impl Default for Settings {
@@ -92,6 +96,7 @@ impl Settings {
             protected_namespaces: protected,
             legacy_header: false,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
+            max_generated_routes: DEFAULT_MAX_GENERATED_ROUTES,
         }
     }
 

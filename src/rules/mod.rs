@@ -14,6 +14,7 @@ pub mod virtual_service;
 
 use serde_json::Value;
 
+use crate::deadline::Deadline;
 use crate::settings::Settings;
 
 /// The kinds divert-webhook has rules for. Everything else is allowed untouched (SPEC §8).
@@ -74,12 +75,27 @@ pub struct Findings {
     /// One short sentence each (SPEC §8: under 120 characters).
     pub warnings: Vec<String>,
     pub denials: Vec<Denial>,
+    /// When the work must stop (SPEC §8): loops over routes, clones and regexes check
+    /// [`Findings::out_of_time`] and return early; the review then answers nothing of it.
+    pub deadline: Deadline,
+    /// The admitted object's size in JSON, when known (the review's body): the size limit of
+    /// SPEC §7 is checked against it without writing the object out again.
+    pub object_bytes: Option<usize>,
 }
 
 /// SPEC §8: a warning is one short sentence, under this many characters.
 pub const MAX_WARNING_CHARS: usize = 120;
 
 impl Findings {
+    pub fn until(deadline: Deadline) -> Findings {
+        Findings { deadline, ..Findings::default() }
+    }
+
+    /// Has the review's deadline passed? Long loops stop when it has.
+    pub fn out_of_time(&self) -> bool {
+        self.deadline.passed()
+    }
+
     /// Adds a warning. Rules keep their sentences short by cutting user-written names with
     /// [`shorten`]; a sentence that is still too long is cut here, so that no answer ever
     /// carries a warning of [`MAX_WARNING_CHARS`] characters or more.
@@ -102,23 +118,42 @@ impl Findings {
 /// the warnings. Must be idempotent: mutating the result again changes nothing.
 pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings) -> Vec<String> {
     let mut findings = Findings::default();
-    match subject.kind {
-        Kind::Namespace => namespace::mutate(subject, object, settings, &mut findings),
-        Kind::VirtualService => virtual_service::mutate(subject, object, settings, &mut findings),
-        Kind::Ingress => ingress::mutate(subject, object, settings, &mut findings),
-    }
+    mutate_into(subject, object, settings, &mut findings);
     findings.warnings
+}
+
+/// [`mutate`], with the warnings (and the deadline) in `findings`.
+pub fn mutate_into(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
+    match subject.kind {
+        Kind::Namespace => namespace::mutate(subject, object, settings, findings),
+        Kind::VirtualService => virtual_service::mutate(subject, object, settings, findings),
+        Kind::Ingress => ingress::mutate(subject, object, settings, findings),
+    }
+}
+
+/// A mutation the rules refuse before doing any of it (SPEC §7 size), as the warning that says
+/// so: the caller then leaves the object unchanged without copying it.
+pub fn refused_mutation(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<usize>) -> Option<String> {
+    match subject.kind {
+        Kind::VirtualService => virtual_service::refused_mutation(subject, settings, object_bytes),
+        Kind::Namespace | Kind::Ingress => None,
+    }
 }
 
 /// Validation: denials and warnings for the object as it would be stored.
 pub fn validate(subject: &Subject<'_>, settings: &Settings) -> Findings {
     let mut findings = Findings::default();
-    match subject.kind {
-        Kind::Namespace => namespace::validate(subject, settings, &mut findings),
-        Kind::VirtualService => virtual_service::validate(subject, settings, &mut findings),
-        Kind::Ingress => ingress::validate(subject, settings, &mut findings),
-    }
+    validate_into(subject, settings, &mut findings);
     findings
+}
+
+/// [`validate`], into `findings` (which carries the deadline).
+pub fn validate_into(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
+    match subject.kind {
+        Kind::Namespace => namespace::validate(subject, settings, findings),
+        Kind::VirtualService => virtual_service::validate(subject, settings, findings),
+        Kind::Ingress => ingress::validate(subject, settings, findings),
+    }
 }
 
 /// `detailed` if it fits in one warning (one line, under [`MAX_WARNING_CHARS`]), else the

@@ -13,10 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::BytesMut;
 use http_body_util::BodyExt as _;
+use tokio::sync::Semaphore;
 
 use super::metrics::Metrics;
 use super::{MAX_BODY_BYTES, parse_duration};
-use crate::review::{self, Endpoint, Summary};
+use crate::deadline::Deadline;
+use crate::review::{self, Endpoint, Summary, Unanswered};
 use crate::settings::Settings;
 
 struct Admission {
@@ -24,10 +26,33 @@ struct Admission {
     metrics: Arc<Metrics>,
     /// Deadline when the request has no ?timeout=, and the cap on one that has.
     request_timeout: Duration,
+    /// Memory for reviews in progress, in KiB: a review holds its share from before its body
+    /// is read until it is answered, so that many large reviews at once wait for each other
+    /// instead of outgrowing the pod's memory limit (SPEC §8).
+    memory: Arc<Semaphore>,
 }
 
+/// Memory all reviews in progress may use together. One review of the largest body fits in it
+/// alone; the deployment's limit (128 MiB) leaves room for the rest of the process.
+pub const REVIEW_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
+
+/// What a review of a body of `bytes` may use at its peak: the body, its tree (about 17 times
+/// the JSON of the object, which is read up to 1.5 MiB), the rules' copy of an object they
+/// change (up to 1 MiB) and what they add. Bodies of unknown length count as the largest.
+fn review_memory(bytes: Option<u64>) -> usize {
+    let body = bytes.map_or(MAX_BODY_BYTES, |b| (b as usize).min(MAX_BODY_BYTES));
+    let tree = body.saturating_mul(20).min(48 * 1024 * 1024);
+    (body + tree).min(REVIEW_MEMORY_BUDGET)
+}
+
+/// Bodies up to this size are reviewed on the connection's own task: the work is bounded
+/// (SPEC §7, §8) and short, and a hand-off to another thread would cost more than it. Larger
+/// ones go to tokio's blocking pool, so that they cannot hold up other connections.
+const INLINE_REVIEW_BYTES: usize = 256 * 1024;
+
 pub fn admission_router(settings: Arc<Settings>, metrics: Arc<Metrics>, request_timeout: Duration) -> Router {
-    let state = Arc::new(Admission { settings, metrics, request_timeout });
+    let memory = Arc::new(Semaphore::new(REVIEW_MEMORY_BUDGET / 1024));
+    let state = Arc::new(Admission { settings, metrics, request_timeout, memory });
     Router::new()
         .route(
             "/mutate",
@@ -90,6 +115,8 @@ enum Reviewed {
         rest: Body,
         read: u64,
     },
+    /// The deadline passed during the review, which stopped.
+    Expired,
 }
 
 /// Reads the body, reviews it and answers, all within the request's deadline.
@@ -101,7 +128,13 @@ async fn answer(state: Arc<Admission>, endpoint: Endpoint, request: Request) -> 
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let expects_continue =
         request.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    match tokio::time::timeout_at(until, read_and_review(&state, endpoint, request, declared, started)).await {
+    let reviewed = tokio::time::timeout_at(until, async {
+        let kib = review_memory(declared).div_ceil(1024) as u32;
+        let _memory = state.memory.acquire_many(kib).await.expect("the semaphore is never closed");
+        read_and_review(&state, endpoint, request, declared, started, Deadline::at(until.into_std())).await
+    })
+    .await;
+    match reviewed {
         Ok(Reviewed::Answered(response)) => response,
         Ok(Reviewed::TooLarge { rest, read }) => {
             // HTTP/1.1 only: h2 ends the stream with RST_STREAM(NO_ERROR) after the answer, and
@@ -127,7 +160,7 @@ async fn answer(state: Arc<Admission>, endpoint: Endpoint, request: Request) -> 
             }
             response
         }
-        Err(_) => {
+        Ok(Reviewed::Expired) | Err(_) => {
             let elapsed = started.elapsed();
             state.metrics.review_timed_out(endpoint, elapsed);
             tracing::warn!(
@@ -171,6 +204,7 @@ async fn read_and_review(
     request: Request,
     declared: Option<u64>,
     started: Instant,
+    deadline: Deadline,
 ) -> Reviewed {
     let mut body = request.into_body();
     // A declared length over the limit is refused before a byte of the body is read.
@@ -195,18 +229,29 @@ async fn read_and_review(
         }
     }
     let body: Bytes = buffer.freeze();
-    let settings = state.settings.clone();
-    // Off the async workers, so a slow review cannot stall other connections, and the
-    // deadline above can abandon it.
-    let reviewed = tokio::task::spawn_blocking(move || review::review(endpoint, &body, &settings)).await;
+    let reviewed = if body.len() <= INLINE_REVIEW_BYTES {
+        // A panic (a bug in a rule) is caught here as the blocking pool would catch it.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            review::review_until(endpoint, &body, &state.settings, deadline)
+        }))
+        .map_err(|panic| panic_message(panic.as_ref()))
+    } else {
+        // It stops at the deadline by itself (cooperative checks), so nothing runs on after
+        // the answer.
+        let settings = state.settings.clone();
+        tokio::task::spawn_blocking(move || review::review_until(endpoint, &body, &settings, deadline))
+            .await
+            .map_err(|error| error.to_string())
+    };
     let elapsed = started.elapsed();
     Reviewed::Answered(match reviewed {
+        Ok(Err(Unanswered::Expired)) => return Reviewed::Expired,
         Ok(Ok((answer, summary))) => {
             state.metrics.observe_review(endpoint, Some(&summary), elapsed);
             log_review(endpoint, &summary, elapsed);
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from(answer)).into_response()
         }
-        Ok(Err(invalid)) => {
+        Ok(Err(Unanswered::Invalid(invalid))) => {
             state.metrics.observe_review(endpoint, None, elapsed);
             tracing::info!(
                 endpoint = endpoint.as_str(),
@@ -223,6 +268,15 @@ async fn read_and_review(
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal error while reviewing; see the webhook's log")
         }
     })
+}
+
+/// What a panic said, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
 }
 
 /// Reads and throws away what is left of a too-large body: at most `budget` bytes, and not past

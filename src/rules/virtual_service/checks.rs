@@ -21,18 +21,19 @@
 use serde_json::{Map, Value};
 
 use super::annotations::{self, is_entry_key};
-use super::divert_routes::is_generated_name;
+use super::divert_routes::{self, is_generated_name};
 use super::regex_check::{self, MAX_REGEX_BYTES, RegexProblem};
 use crate::rules::divert::{
     ANNOTATION_PREFIX, BAGGAGE_HEADER, HEADER_ANNOTATION, LEGACY_HEADER, NAMESPACE_ANNOTATION, check_divert_key,
     header_annotation, object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
 };
 use crate::rules::{Findings, Subject, fitting_warning};
-use crate::settings::Settings;
+use crate::settings::{Driver, Settings};
 
 pub const INVALID_DIVERT_ANNOTATION: &str = "invalid-divert-annotation";
 pub const WRONG_HEADER_FORM: &str = "wrong-header-form";
 pub const INVALID_REGEX: &str = "invalid-regex";
+pub const TOO_LARGE: &str = "too-large";
 
 pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
     // On CREATE with generateName the apiserver has not picked the name yet.
@@ -56,8 +57,19 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
         generated_legacy_value,
     };
     check.annotations(subject);
+    // SPEC §7 size: only where the mutation would run (istio driver, unprotected namespace).
+    if settings.driver == Driver::Istio
+        && !settings.is_protected(subject.namespace)
+        && let Some(excess) = divert_routes::excess(subject, settings, check.findings.object_bytes)
+    {
+        let message = format!("{}: {}", check.object, excess.denial());
+        check.findings.deny(TOO_LARGE, message);
+    }
     let http = subject.object.pointer("/spec/http").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for (i, route) in http.iter().enumerate() {
+        if check.findings.out_of_time() {
+            return; // the review is abandoned
+        }
         check.in_generated_route = route.get("name").and_then(Value::as_str).is_some_and(is_generated_name);
         check.http_route(route, &format!("spec.http[{i}]"));
     }

@@ -53,13 +53,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         }
         return;
     }
-    let other_route_names: BTreeSet<String> = ["tcp", "tls"]
-        .iter()
-        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
-        .flatten()
-        .filter_map(route_name)
-        .map(str::to_string)
-        .collect();
+    let other_route_names = other_route_names(spec);
     let http = match spec.get_mut("http") {
         Some(Value::Array(http)) => http,
         None | Some(Value::Null) => {
@@ -76,9 +70,16 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         }
     };
 
+    let context = Context { namespace: subject.namespace, settings };
+    // SPEC §7 size: what would be generated is counted first; above a limit nothing is.
+    let plan = plan(&entries, http, &other_route_names, &context, subject.object, findings.object_bytes);
+    if let Some(excess) = plan.excess(settings) {
+        findings.warn(excess.warning());
+        return;
+    }
+
     let (removed, originals): (Vec<Value>, Vec<Value>) =
         std::mem::take(http).into_iter().partition(|route| route_name(route).is_some_and(is_generated_name));
-    let context = Context { namespace: subject.namespace, settings };
     let mut warnings = Vec::new();
     let mut clones: Vec<Vec<Value>> = vec![Vec::new(); originals.len()];
     let mut generated: BTreeSet<String> = BTreeSet::new();
@@ -91,6 +92,9 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
             warnings.push(format!("divert of {key}: this VirtualService has no http routes"));
         }
         for (index, named) in selected {
+            if findings.out_of_time() {
+                return; // the review is abandoned; what is half built here is thrown away
+            }
             let route = &originals[index];
             if !cloned.insert((entry.key.as_str(), index)) {
                 continue; // two entries for the same developer select the same route
@@ -140,11 +144,181 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
     }
 }
 
+/// SPEC §7 size, for validation: what [`mutate`] would refuse to generate on this object.
+pub fn excess(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<usize>) -> Option<Excess> {
+    let entries: Vec<Entry> =
+        annotations::entries(subject.object, subject.namespace).into_iter().filter_map(Result::ok).collect();
+    if entries.is_empty() {
+        return None;
+    }
+    let spec = subject.object.get("spec")?.as_object()?;
+    spec.get("hosts").and_then(Value::as_array).filter(|h| !h.is_empty())?;
+    let http = spec.get("http")?.as_array()?;
+    let other_route_names = other_route_names(spec);
+    let context = Context { namespace: subject.namespace, settings };
+    plan(&entries, http, &other_route_names, &context, subject.object, object_bytes).excess(settings)
+}
+
+/// Names of the tcp and tls routes (a divert entry naming one gets its own warning).
+fn other_route_names(spec: &Map<String, Value>) -> BTreeSet<String> {
+    ["tcp", "tls"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(route_name)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The largest object a mutation may produce (SPEC §7): etcd refuses requests over 1.5 MiB.
+pub const MAX_OBJECT_BYTES: usize = 1024 * 1024;
+
+/// What a mutation would generate, counted before anything is generated (SPEC §7 size): the
+/// clones, and the object's size in JSON afterwards (an estimate from the originals' sizes,
+/// within a few bytes per clone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub routes: usize,
+    pub object_bytes: usize,
+}
+
+/// A mutation above a size limit: it is not done (/mutate), and the object is denied (/validate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Excess {
+    Routes { count: usize, limit: usize },
+    Bytes { bytes: usize, limit: usize },
+}
+
+impl Plan {
+    pub fn excess(&self, settings: &Settings) -> Option<Excess> {
+        if self.routes > settings.max_generated_routes {
+            Some(Excess::Routes { count: self.routes, limit: settings.max_generated_routes })
+        } else if self.routes > 0 && self.object_bytes > MAX_OBJECT_BYTES {
+            Some(Excess::Bytes { bytes: self.object_bytes, limit: MAX_OBJECT_BYTES })
+        } else {
+            None
+        }
+    }
+}
+
+impl Excess {
+    /// The /mutate warning: one sentence under 120 characters.
+    pub fn warning(&self) -> String {
+        match *self {
+            Excess::Routes { count, limit } => {
+                format!("divert not applied: it would generate {count} routes, above --max-generated-routes {limit}")
+            }
+            Excess::Bytes { bytes, limit } => {
+                format!("divert not applied: the result would be {bytes} bytes of JSON, above the limit of {limit}")
+            }
+        }
+    }
+
+    /// The /validate denial, after the object's name: the count, the limit and the fix.
+    pub fn denial(&self) -> String {
+        match *self {
+            Excess::Routes { count, limit } => format!(
+                "its divert annotations would generate {count} routes, above the limit of {limit} \
+                 (--max-generated-routes); divert fewer routes (list them in each entry's \"routes\"), \
+                 remove entries of developers who are done, or split the VirtualService"
+            ),
+            Excess::Bytes { bytes, limit } => format!(
+                "with its divert routes it would be {bytes} bytes of JSON, above the limit of {limit} \
+                 (etcd refuses objects over 1.5 MiB); divert fewer routes (list them in each entry's \"routes\"), \
+                 remove entries of developers who are done, or split the VirtualService"
+            ),
+        }
+    }
+}
+
+/// Counts what [`mutate`] would generate for `entries` on the http routes `http` (originals and
+/// earlier clones) of `object`, without generating anything: work and memory in proportion to
+/// the input. `object_bytes` is the object's size in JSON when the caller knows it (the review's
+/// body); otherwise it is measured. (`object_bytes` is 0 in a plan that generates nothing.)
+fn plan(
+    entries: &[Entry],
+    http: &[Value],
+    other_route_names: &BTreeSet<String>,
+    context: &Context<'_>,
+    object: &Value,
+    object_bytes: Option<usize>,
+) -> Plan {
+    if entries.is_empty() {
+        return Plan { routes: 0, object_bytes: 0 };
+    }
+    let originals: Vec<&Value> = http.iter().filter(|r| !route_name(r).is_some_and(is_generated_name)).collect();
+    let mut routes = 0;
+    let mut added_bytes = 0;
+    let mut route_bytes: Vec<Option<usize>> = vec![None; originals.len()];
+    let mut counted: BTreeSet<(&str, usize)> = BTreeSet::new();
+    let mut ignored_warnings = Vec::new();
+    for entry in entries {
+        let pattern_bytes = divert_pattern(&entry.key).len();
+        for (index, _) in select_routes(entry, &originals, other_route_names, &mut ignored_warnings) {
+            let route = originals[index];
+            if !counted.insert((entry.key.as_str(), index)) || !would_clone(route, &entry.key, context) {
+                continue;
+            }
+            routes += 1;
+            let size = *route_bytes[index].get_or_insert_with(|| json_bytes(route));
+            let match_entries = route.get("match").and_then(Value::as_array).map_or(1, |m| m.len().max(1));
+            let copies = if context.settings.legacy_header { 2 } else { 1 };
+            // The clone: the route, its new name, and one baggage condition per match entry
+            // (`,"headers":{"baggage":{"regex":"…"}}`, P(key) escaped for JSON at most twice
+            // as long), doubled with --legacy-header; then a comma in the list.
+            added_bytes += size * copies
+                + GENERATED_ROUTE_PREFIX.len()
+                + entry.key.len()
+                + 24
+                + match_entries * copies * (2 * pattern_bytes + 40)
+                + 1;
+        }
+    }
+    if routes == 0 {
+        return Plan { routes, object_bytes: 0 };
+    }
+    let generated_bytes: usize =
+        http.iter().filter(|r| route_name(r).is_some_and(is_generated_name)).map(|r| json_bytes(r) + 1).sum();
+    let base = object_bytes.unwrap_or_else(|| json_bytes(object));
+    Plan { routes, object_bytes: base.saturating_sub(generated_bytes) + added_bytes }
+}
+
+/// Would [`clone_route`] make a clone of `route` for `key`? The same tests, without the copy.
+fn would_clone(route: &Value, key: &str, context: &Context<'_>) -> bool {
+    let Some(route) = route.as_object() else { return false };
+    if !forwards(route) {
+        return false;
+    }
+    let Some(destinations) = route.get("route").and_then(Value::as_array) else { return false };
+    destinations.iter().any(|d| {
+        d.pointer("/destination/host")
+            .and_then(Value::as_str)
+            .is_some_and(|h| developer_host(h, key, context).is_some())
+    })
+}
+
+/// The length of `value` written as compact JSON, without writing it anywhere.
+fn json_bytes(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).expect("counting cannot fail");
+    counter.0
+}
+
 /// The http routes `entry` diverts, as (index among the originals, named explicitly). Names
 /// that are not http routes are reported in `warnings`.
-fn select_routes(
+fn select_routes<R: std::borrow::Borrow<Value>>(
     entry: &Entry,
-    originals: &[Value],
+    originals: &[R],
     other_route_names: &BTreeSet<String>,
     warnings: &mut Vec<String>,
 ) -> Vec<(usize, bool)> {
@@ -152,7 +326,7 @@ fn select_routes(
     let key = short(&entry.key);
     let mut selected = Vec::new();
     for name in names {
-        let mut same_name = originals.iter().enumerate().filter(|(_, r)| route_name(r) == Some(name.as_str()));
+        let mut same_name = originals.iter().enumerate().filter(|(_, r)| route_name(r.borrow()) == Some(name.as_str()));
         match same_name.next() {
             Some((i, _)) => {
                 selected.push((i, true));

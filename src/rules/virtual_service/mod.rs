@@ -10,7 +10,7 @@
 
 pub mod annotations;
 mod checks;
-mod divert_routes;
+pub mod divert_routes;
 mod header;
 mod regex_check;
 
@@ -28,6 +28,14 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
     }
     divert_routes::mutate(subject, object, settings, findings);
     header::mutate(subject, object, settings, findings);
+}
+
+/// SPEC §7 size: divert that would generate too much is not done (see [`divert_routes::excess`]).
+pub fn refused_mutation(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<usize>) -> Option<String> {
+    if settings.driver != Driver::Istio || settings.is_protected(subject.namespace) {
+        return None;
+    }
+    divert_routes::excess(subject, settings, object_bytes).map(|excess| excess.warning())
 }
 
 pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
