@@ -51,6 +51,15 @@ fn shared_virtual_service(routes: usize, developers: usize) -> Value {
     })
 }
 
+/// The load kit's request bodies (`../shared/perf/bodies`), when the folder is beside the repo.
+fn kit_bodies() -> Vec<(String, Vec<u8>)> {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/perf/bodies");
+    ["namespace", "ingress", "vs-10", "vs-100", "vs-20x20", "vs-100x100"]
+        .iter()
+        .filter_map(|name| Some((name.to_string(), std::fs::read(folder.join(format!("{name}.json"))).ok()?)))
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let settings = Settings::default();
     let namespace = review_of(
@@ -67,10 +76,21 @@ fn bench(c: &mut Criterion) {
         "Pod",
         "pods",
     );
-    let vs_small =
-        review_of(shared_virtual_service(3, 1), "networking.istio.io", "v1", "VirtualService", "virtualservices");
-    let vs_large =
-        review_of(shared_virtual_service(50, 10), "networking.istio.io", "v1", "VirtualService", "virtualservices");
+
+    // The load kit's bodies, each next to what the kit's floor does with it (parse into a tree).
+    let mut kit = c.benchmark_group("kit");
+    for (name, body) in kit_bodies() {
+        kit.bench_function(format!("{name}/floor_parse"), |b| {
+            b.iter(|| serde_json::from_slice::<Value>(black_box(&body)).unwrap())
+        });
+        kit.bench_function(format!("{name}/mutate"), |b| {
+            b.iter(|| review(Endpoint::Mutate, black_box(&body), &settings).unwrap())
+        });
+        kit.bench_function(format!("{name}/validate"), |b| {
+            b.iter(|| review(Endpoint::Validate, black_box(&body), &settings).unwrap())
+        });
+    }
+    kit.finish();
 
     let mut group = c.benchmark_group("review");
     group.bench_function("pod_unhandled", |b| b.iter(|| review(Endpoint::Mutate, black_box(&pod), &settings).unwrap()));
@@ -80,16 +100,29 @@ fn bench(c: &mut Criterion) {
     group.bench_function("namespace_validate", |b| {
         b.iter(|| review(Endpoint::Validate, black_box(&namespace), &settings).unwrap())
     });
-    group.bench_function("virtualservice_3_routes_1_dev_mutate", |b| {
-        b.iter(|| review(Endpoint::Mutate, black_box(&vs_small), &settings).unwrap())
-    });
-    group.bench_function("virtualservice_50_routes_10_devs_mutate", |b| {
-        b.iter(|| review(Endpoint::Mutate, black_box(&vs_large), &settings).unwrap())
-    });
-    group.bench_function("virtualservice_50_routes_10_devs_validate", |b| {
-        b.iter(|| review(Endpoint::Validate, black_box(&vs_large), &settings).unwrap())
-    });
     group.finish();
+
+    // Time per generated route must not grow with the size of the job (no super-linear term):
+    // routes x developers clones, the limit raised so that every case is generated.
+    let unbounded = Settings { max_generated_routes: usize::MAX, ..Settings::default() };
+    let mut scaling = c.benchmark_group("divert_scaling");
+    for routes in [10, 100, 1000] {
+        for developers in [1, 10] {
+            let body = review_of(
+                shared_virtual_service(routes, developers),
+                "networking.istio.io",
+                "v1",
+                "VirtualService",
+                "virtualservices",
+            );
+            let clones = routes * developers;
+            scaling.throughput(criterion::Throughput::Elements(clones as u64));
+            scaling.bench_function(format!("{routes}_routes_x_{developers}_devs"), |b| {
+                b.iter(|| review(Endpoint::Mutate, black_box(&body), &unbounded).unwrap())
+            });
+        }
+    }
+    scaling.finish();
 }
 
 criterion_group!(benches, bench);

@@ -6,10 +6,11 @@
 //! elements, so a route inserted before route 3 is one `add`, not a `replace` of every later
 //! route), and only leaves whose value changed are replaced. Equal inputs give an empty patch.
 //!
-//! Cost: every element is hashed once and compared with `==` only where hashes agree, so the
-//! work grows with the size of the two values and the number of edits, never with their
-//! product. The operations borrow their values from the new object and are written straight
-//! to JSON: nothing is copied on the way.
+//! Cost: elements are aligned by their `name` when they all have distinct ones (routes), else
+//! by a hash of each element computed once; `==` runs only on aligned pairs. So the work grows
+//! with the size of the two values and the number of edits, never with their product. The
+//! operations borrow their values from the new object and are written straight to JSON:
+//! nothing is copied on the way.
 
 use std::hash::{Hash, Hasher};
 
@@ -95,7 +96,7 @@ struct Differ<'a> {
 impl<'a> Differ<'a> {
     fn tick(&mut self) -> Result<(), Expired> {
         self.steps += 1;
-        if self.steps % STEPS_PER_DEADLINE_CHECK == 0 { self.deadline.check() } else { Ok(()) }
+        if self.steps.is_multiple_of(STEPS_PER_DEADLINE_CHECK) { self.deadline.check() } else { Ok(()) }
     }
 
     fn at(&mut self, path: &mut PointerBuf, old: &Value, new: &'a Value) -> Result<(), Expired> {
@@ -154,23 +155,30 @@ impl<'a> Differ<'a> {
             return Ok(());
         }
 
-        let old_hashes = self.hashes(o)?;
-        let new_hashes = self.hashes(n)?;
-        let script = similar::capture_diff_slices_deadline(
-            Algorithm::Patience,
-            &old_hashes,
-            &new_hashes,
-            self.deadline.instant(),
-        );
+        // Elements that all carry a distinct `name` (routes) are aligned by name, without
+        // looking inside them; others by a hash of their whole value.
+        let deadline = self.deadline.instant();
+        let script = match (unique_names(o), unique_names(n)) {
+            (Some(old_names), Some(new_names)) => {
+                similar::capture_diff_slices_deadline(Algorithm::Patience, &old_names, &new_names, deadline)
+            }
+            _ => {
+                let old_hashes = self.hashes(o)?;
+                let new_hashes = self.hashes(n)?;
+                similar::capture_diff_slices_deadline(Algorithm::Patience, &old_hashes, &new_hashes, deadline)
+            }
+        };
         self.deadline.check()?;
-        // Runs of removals and insertions between kept elements; a kept pair whose hashes agree
-        // but whose values do not (a collision) is treated as a removal and an insertion.
+        // Runs of removals and insertions between kept elements; a kept pair whose names or
+        // hashes agree but whose values do not (an edited route, a collision) is treated as a
+        // removal and an insertion, and the run pairs them up and patches inside.
         let (mut removed, mut inserted) = (Vec::new(), Vec::new());
         for op in script {
             let (tag, old_range, new_range) = op.as_tag_tuple();
             match tag {
                 DiffTag::Equal => {
                     for (i, j) in old_range.zip(new_range) {
+                        self.tick()?;
                         if o[i] == n[j] {
                             index = self.run(path, o, n, &removed, &inserted, index)?;
                             removed.clear();
@@ -196,7 +204,7 @@ impl<'a> Differ<'a> {
         let mut hashes = Vec::with_capacity(items.len());
         for item in items {
             self.tick()?;
-            let mut hasher = std::hash::DefaultHasher::new();
+            let mut hasher = rustc_hash::FxHasher::default();
             hash_value(item, &mut hasher);
             hashes.push(hasher.finish());
         }
@@ -225,7 +233,7 @@ impl<'a> Differ<'a> {
         // this stays linear however many elements the run holds.
         let mut partner: Vec<Option<usize>> = vec![None; inserted.len()];
         let mut paired_old = vec![false; removed.len()];
-        let mut by_name: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+        let mut by_name: rustc_hash::FxHashMap<&str, Vec<usize>> = rustc_hash::FxHashMap::default();
         for (at, &new) in inserted.iter().enumerate().rev() {
             if let Some(name) = element_name(&n[new]) {
                 by_name.entry(name).or_default().push(at);
@@ -279,6 +287,14 @@ impl<'a> Differ<'a> {
     }
 }
 
+/// The `name` of every element, if every element is a map with a string `name` and no two
+/// share one.
+fn unique_names(items: &[Value]) -> Option<Vec<&str>> {
+    let names: Vec<&str> = items.iter().map(element_name).collect::<Option<_>>()?;
+    let mut seen = rustc_hash::FxHashSet::default();
+    names.iter().all(|name| seen.insert(*name)).then_some(names)
+}
+
 /// `name` of a map element, when it is a string.
 fn element_name(value: &Value) -> Option<&str> {
     value.get("name").and_then(Value::as_str)
@@ -330,7 +346,7 @@ fn hash_value(value: &Value, state: &mut impl Hasher) {
             state.write_usize(map.len());
             let mut combined = 0u64;
             for (key, item) in map {
-                let mut entry = std::hash::DefaultHasher::new();
+                let mut entry = rustc_hash::FxHasher::default();
                 key.hash(&mut entry);
                 hash_value(item, &mut entry);
                 combined = combined.wrapping_add(entry.finish());

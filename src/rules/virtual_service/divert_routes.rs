@@ -146,6 +146,12 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
 
 /// SPEC §7 size, for validation: what [`mutate`] would refuse to generate on this object.
 pub fn excess(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<usize>) -> Option<Excess> {
+    planned(subject, settings, object_bytes)?.excess(settings)
+}
+
+/// What [`mutate`] would generate on this object (`None`: it has no divert entries or no http
+/// routes to divert), counted without generating anything.
+pub fn planned(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<usize>) -> Option<Plan> {
     let entries: Vec<Entry> =
         annotations::entries(subject.object, subject.namespace).into_iter().filter_map(Result::ok).collect();
     if entries.is_empty() {
@@ -156,7 +162,7 @@ pub fn excess(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<u
     let http = spec.get("http")?.as_array()?;
     let other_route_names = other_route_names(spec);
     let context = Context { namespace: subject.namespace, settings };
-    plan(&entries, http, &other_route_names, &context, subject.object, object_bytes).excess(settings)
+    Some(plan(&entries, http, &other_route_names, &context, subject.object, object_bytes))
 }
 
 /// Names of the tcp and tls routes (a divert entry naming one gets its own warning).
@@ -232,9 +238,11 @@ impl Excess {
 }
 
 /// Counts what [`mutate`] would generate for `entries` on the http routes `http` (originals and
-/// earlier clones) of `object`, without generating anything: work and memory in proportion to
-/// the input. `object_bytes` is the object's size in JSON when the caller knows it (the review's
-/// body); otherwise it is measured. (`object_bytes` is 0 in a plan that generates nothing.)
+/// earlier clones) of `object`, without generating anything. Work and memory grow with the input
+/// (routes, entries, the names entries list), never with their product: whether a route can be
+/// cloned and its size do not depend on the developer, so they are found once per route.
+/// `object_bytes` is the object's size in JSON when the caller knows it (the review's body);
+/// otherwise it is measured. (`object_bytes` is 0 in a plan that generates nothing.)
 fn plan(
     entries: &[Entry],
     http: &[Value],
@@ -243,35 +251,83 @@ fn plan(
     object: &Value,
     object_bytes: Option<usize>,
 ) -> Plan {
+    let _ = other_route_names; // names of tcp/tls routes select nothing here either
     if entries.is_empty() {
         return Plan { routes: 0, object_bytes: 0 };
     }
     let originals: Vec<&Value> = http.iter().filter(|r| !route_name(r).is_some_and(is_generated_name)).collect();
+    // Per original route that a divert would clone: its size and its match entries.
+    struct Clonable {
+        bytes: usize,
+        match_entries: usize,
+        /// The match list's own size, when --legacy-header doubles it.
+        match_bytes: usize,
+        local_destinations: usize,
+    }
+    let clonable: Vec<Option<Clonable>> = originals
+        .iter()
+        .map(|route| {
+            let local_destinations = local_destinations(route, context);
+            (local_destinations > 0).then(|| Clonable {
+                bytes: json_bytes(route),
+                match_entries: route.get("match").and_then(Value::as_array).map_or(1, |m| m.len().max(1)),
+                match_bytes: match context.settings.legacy_header {
+                    true => route.get("match").map_or(0, json_bytes),
+                    false => 0,
+                },
+                local_destinations,
+            })
+        })
+        .collect();
+    let mut by_name: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+    for (index, route) in originals.iter().enumerate() {
+        if let Some(name) = route_name(route) {
+            by_name.entry(name).or_default().push(index);
+        }
+    }
+    let all: Vec<usize> = (0..originals.len()).filter(|&i| clonable[i].is_some()).collect();
+
+    // One developer's entries select the union of their routes (a route is cloned once per key).
+    let mut selections: std::collections::BTreeMap<&str, Option<BTreeSet<usize>>> = std::collections::BTreeMap::new();
+    for entry in entries {
+        let selection = selections.entry(entry.key.as_str()).or_insert_with(|| Some(BTreeSet::new()));
+        match (&entry.routes, selection.as_mut()) {
+            (None, _) => *selection = None, // every route
+            (Some(names), Some(selected)) => {
+                for name in names {
+                    selected
+                        .extend(by_name.get(name.as_str()).into_iter().flatten().filter(|&&i| clonable[i].is_some()));
+                }
+            }
+            (Some(_), None) => {}
+        }
+    }
+    let legacy = usize::from(context.settings.legacy_header);
     let mut routes = 0;
     let mut added_bytes = 0;
-    let mut route_bytes: Vec<Option<usize>> = vec![None; originals.len()];
-    let mut counted: BTreeSet<(&str, usize)> = BTreeSet::new();
-    let mut ignored_warnings = Vec::new();
-    for entry in entries {
-        let pattern_bytes = divert_pattern(&entry.key).len();
-        for (index, _) in select_routes(entry, &originals, other_route_names, &mut ignored_warnings) {
-            let route = originals[index];
-            if !counted.insert((entry.key.as_str(), index)) || !would_clone(route, &entry.key, context) {
-                continue;
-            }
+    let domain_bytes = context.settings.cluster_domain.len();
+    for (key, selection) in &selections {
+        let pattern_bytes = serde_json::to_string(&divert_pattern(key)).map_or(0, |p| p.len());
+        let mut add = |index: &usize| {
+            let Some(route) = &clonable[*index] else { return };
             routes += 1;
-            let size = *route_bytes[index].get_or_insert_with(|| json_bytes(route));
-            let match_entries = route.get("match").and_then(Value::as_array).map_or(1, |m| m.len().max(1));
-            let copies = if context.settings.legacy_header { 2 } else { 1 };
-            // The clone: the route, its new name, and one baggage condition per match entry
-            // (`,"headers":{"baggage":{"regex":"…"}}`, P(key) escaped for JSON at most twice
-            // as long), doubled with --legacy-header; then a comma in the list.
-            added_bytes += size * copies
+            // The clone: the route, its new name (the prefix, the key, a position), one baggage
+            // condition per match entry (`,"headers":{"baggage":{"regex":"…"}}`), with
+            // --legacy-header each entry again with the legacy condition, the developer's part
+            // of each rewritten host (`.<key>.svc.<domain>`); then a comma in the list. Subsets
+            // dropped and weights merged only make it smaller.
+            added_bytes += route.bytes
                 + GENERATED_ROUTE_PREFIX.len()
-                + entry.key.len()
-                + 24
-                + match_entries * copies * (2 * pattern_bytes + 40)
+                + key.len()
+                + 8
+                + route.match_entries * (pattern_bytes + 34)
+                + legacy * (route.match_bytes + route.match_entries * (key.len() + 44))
+                + route.local_destinations * (key.len() + domain_bytes + 7)
                 + 1;
+        };
+        match selection {
+            None => all.iter().for_each(&mut add),
+            Some(selected) => selected.iter().for_each(&mut add),
         }
     }
     if routes == 0 {
@@ -283,18 +339,21 @@ fn plan(
     Plan { routes, object_bytes: base.saturating_sub(generated_bytes) + added_bytes }
 }
 
-/// Would [`clone_route`] make a clone of `route` for `key`? The same tests, without the copy.
-fn would_clone(route: &Value, key: &str, context: &Context<'_>) -> bool {
-    let Some(route) = route.as_object() else { return false };
+/// How many destinations [`clone_route`] would rewrite in a clone of `route` (for any
+/// developer): 0 when it would make none (the route does not forward, or sends nowhere in the
+/// VirtualService's namespace). The same tests, without the copy.
+fn local_destinations(route: &Value, context: &Context<'_>) -> usize {
+    let Some(route) = route.as_object() else { return 0 };
     if !forwards(route) {
-        return false;
+        return 0;
     }
-    let Some(destinations) = route.get("route").and_then(Value::as_array) else { return false };
-    destinations.iter().any(|d| {
-        d.pointer("/destination/host")
-            .and_then(Value::as_str)
-            .is_some_and(|h| developer_host(h, key, context).is_some())
-    })
+    let Some(destinations) = route.get("route").and_then(Value::as_array) else { return 0 };
+    destinations.iter().filter(|d| destination_host(d).is_some_and(|h| local_service(h, context).is_some())).count()
+}
+
+/// `destination.host` of a route destination.
+fn destination_host(destination: &Value) -> Option<&str> {
+    destination.get("destination")?.get("host")?.as_str()
 }
 
 /// The length of `value` written as compact JSON, without writing it anywhere.
@@ -488,8 +547,7 @@ fn rewrite_destinations(destinations: &[Value], key: &str, context: &Context<'_>
     let mut out: Vec<Value> = Vec::with_capacity(destinations.len());
     let mut rewritten: Vec<bool> = Vec::with_capacity(destinations.len());
     for destination in destinations {
-        let host = destination.pointer("/destination/host").and_then(Value::as_str);
-        let Some(host) = host.and_then(|h| developer_host(h, key, context)) else {
+        let Some(host) = destination_host(destination).and_then(|h| developer_host(h, key, context)) else {
             out.push(destination.clone());
             rewritten.push(false);
             continue;
@@ -546,6 +604,13 @@ fn merge_weight(into: &mut Value, from: &Value) -> bool {
 /// DNS names are case-insensitive and Service names lowercase, so the service is written in
 /// lowercase; a fully qualified host with a trailing dot keeps it.
 fn developer_host(host: &str, key: &str, context: &Context<'_>) -> Option<String> {
+    let (service, root) = local_service(host, context)?;
+    Some(format!("{}.{key}.svc.{}{root}", service.to_ascii_lowercase(), context.settings.cluster_domain))
+}
+
+/// The Service `host` names in the VirtualService's own namespace, and `"."` if the host is
+/// written fully qualified with a trailing dot (else `""`).
+fn local_service<'h>(host: &'h str, context: &Context<'_>) -> Option<(&'h str, &'static str)> {
     if host.contains('*') {
         return None;
     }
@@ -564,7 +629,7 @@ fn developer_host(host: &str, key: &str, context: &Context<'_>) -> Option<String
         (Some(ns), Some(svc), Some(rest)) => eq(svc, "svc") && eq(ns, namespace) && eq(rest, domain),
         _ => false,
     };
-    in_namespace.then(|| format!("{}.{key}.svc.{domain}{root}", service.to_ascii_lowercase()))
+    in_namespace.then_some((service, root))
 }
 
 /// User-written names in warnings are cut so that a sentence naming two of them stays under
