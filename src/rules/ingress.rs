@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::divert::{
     BAGGAGE_HEADER, BAGGAGE_MEMBER, HEADER_ANNOTATION, LEGACY_HEADER, check_divert_key, object_ref,
-    wrong_baggage_value, wrong_header_name,
+    wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
 };
 use super::nginx_snippet::{
     self, HeaderMention, HeaderUse, divert_block, header_mentions, replace_blocks, user_directives,
@@ -153,6 +153,9 @@ fn check_header_forms(
         } else {
             format!(" (line {line} not counting the divert-webhook block; line {} as stored)", directive.line)
         };
+        if let Some(problem) = baggage_condition_problem(&directive.words) {
+            findings.deny("wrong-header-form", format!("{object}: {field}: {problem}{stored_at}"));
+        }
         for header in header_mentions(&directive) {
             if let Some(problem) = wrong_name_problem(&header) {
                 findings.deny("wrong-header-form", format!("{object}: {field}: {problem}{stored_at}"));
@@ -219,6 +222,33 @@ fn wrong_name_problem(header: &HeaderMention) -> Option<String> {
 
 /// The nginx variable holding the client's `baggage` header.
 const BAGGAGE_HEADER_VARIABLE: &str = "http_baggage";
+
+/// An `if` that compares the client's baggage (`$http_baggage`) with a wrong form of the divert
+/// member (SPEC §2): `if ($http_baggage = "okteto-divert:cindy")` or, as a regex,
+/// `if ($http_baggage ~ "okteto-divert[:]cindy")`. What is wrong and the fix.
+fn baggage_condition_problem(words: &[String]) -> Option<String> {
+    let (command, condition) = words.split_first()?;
+    if command != "if" {
+        return None;
+    }
+    // nginx reads `(` and `)` off the first and last word; they may also stand alone.
+    let mut condition: Vec<&str> = condition.iter().map(String::as_str).collect();
+    let first = condition.first()?.strip_prefix('(')?;
+    condition[0] = first;
+    let last = condition.len() - 1;
+    condition[last] = condition[last].strip_suffix(')')?;
+    condition.retain(|w| !w.is_empty());
+    let [variable, operator, operand] = condition[..] else { return None };
+    let variable = variable.to_ascii_lowercase();
+    if variable != format!("${BAGGAGE_HEADER_VARIABLE}") && variable != format!("${{{BAGGAGE_HEADER_VARIABLE}}}") {
+        return None;
+    }
+    match operator {
+        "=" | "!=" => wrong_baggage_value(operand),
+        "~" | "~*" | "!~" | "!~*" => wrong_baggage_pattern(operand),
+        _ => None,
+    }
+}
 
 /// `"{short} line {line}{text}"`, or with `brief` in place of `text` when the line number is
 /// too long for that to stay under [`super::MAX_WARNING_CHARS`] (only for absurdly long snippets: a
@@ -362,6 +392,30 @@ mod tests {
         findings.warn(line_warning(&"é".repeat(100), usize::MAX, "x", "y"));
         let cut = &findings.warnings[0];
         assert!(cut.chars().count() < MAX_WARNING_CHARS && cut.ends_with('…'), "{cut}");
+    }
+
+    #[test]
+    fn ifs_comparing_the_clients_baggage_with_a_wrong_form_are_found() {
+        let words = |s: &str| user_directives(s).remove(0).words;
+        for wrong in [
+            "if ($http_baggage ~ \"okteto-divert[:]cindy\") { return 403; }",
+            "if ($HTTP_BAGGAGE ~* okteto-divert\\s*:cindy) { return 403; }",
+            "if ( ${http_baggage} = \"okteto-divert :cindy\" ) { return 403; }",
+            "if ($http_baggage !~ \"baggage\\.okteto-divert=\") { return 403; }",
+        ] {
+            assert!(baggage_condition_problem(&words(wrong)).is_some(), "{wrong}");
+        }
+        for right in [
+            "if ($http_baggage ~ \"okteto-divert=cindy\") { return 403; }",
+            "if ($http_baggage ~ \"[^ \\t]\") { set $x 1; }",
+            "if ($http_x ~ \"okteto-divert:cindy\") { return 403; }",
+            "if ($http_baggage) { return 403; }",
+            "if (-f $http_baggage) { return 403; }",
+            "set $http_baggage \"okteto-divert:cindy\";",
+            "if",
+        ] {
+            assert!(baggage_condition_problem(&words(right)).is_none(), "{right}");
+        }
     }
 
     #[test]

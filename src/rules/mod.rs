@@ -10,6 +10,7 @@ pub mod divert;
 pub mod ingress;
 pub mod namespace;
 mod nginx_snippet;
+mod required_text;
 pub mod virtual_service;
 
 use std::borrow::Cow;

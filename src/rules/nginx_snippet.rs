@@ -237,6 +237,10 @@ fn tokenize(text: &str) -> Vec<Directive> {
                 }
             }
             '\\' => unescape(chars.next(), word.get_or_insert_default(), &mut line),
+            // As nginx reads them: `${name}` is a variable inside the word, and a `}` that does
+            // not start a word is part of it; only at a word's start does a brace end a block.
+            '{' if word.as_deref().is_some_and(|w| w.ends_with('$')) => word.get_or_insert_default().push(c),
+            '}' if word.is_some() => word.get_or_insert_default().push(c),
             ';' | '{' | '}' => {
                 push_word(&mut word, &mut current, word_line);
                 finish(&mut current, &mut directives);
@@ -479,7 +483,8 @@ mod tests {
                        more_set_input_headers -r -t 'text/html' \"baggage: a=1\" 'X-A:  b';\n\
                        if ($http_x) { proxy_set_header X-Q \"a\\\"b\"; }\n\
                        proxy_set_header\n  X-Split\n  \"multi\nline\";\n\
-                       a\\tb 'c\\d' \\;;\n";
+                       a\\tb 'c\\d' \\;;\n\
+                       set $x ${http_a}b}c;}\n";
         let directives = user_directives(snippet);
         let words: Vec<(usize, Vec<&str>)> =
             directives.iter().map(|d| (d.line, d.words.iter().map(String::as_str).collect())).collect();
@@ -492,6 +497,7 @@ mod tests {
                 (3, vec!["proxy_set_header", "X-Q", "a\"b"]),
                 (4, vec!["proxy_set_header", "X-Split", "multi\nline"]),
                 (8, vec!["a\tb", "c\\d", "\\;"]),
+                (9, vec!["set", "$x", "${http_a}b}c"]),
             ]
         );
         let headers: Vec<HeaderMention> = directives.iter().flat_map(header_mentions).collect();
@@ -512,7 +518,7 @@ mod tests {
         );
         let reads: Vec<(&str, &str)> =
             headers.iter().filter(|h| h.used == HeaderUse::Reads).map(|h| (h.by.as_str(), h.name.as_str())).collect();
-        assert_eq!(reads, vec![("$http_x", "x")]);
+        assert_eq!(reads, vec![("$http_x", "x"), ("${http_a}", "a")]);
     }
 
     /// (directive name or variable, use, header name, value) of every header `snippet` names.
