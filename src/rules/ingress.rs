@@ -24,6 +24,15 @@ use crate::settings::{Driver, Settings};
 pub const SNIPPET_ANNOTATION: &str = "nginx.ingress.kubernetes.io/configuration-snippet";
 /// ingress-nginx copies this one into the `server` block of the Ingress's hosts.
 pub const SERVER_SNIPPET_ANNOTATION: &str = "nginx.ingress.kubernetes.io/server-snippet";
+/// Marks a canary Ingress: ingress-nginx adds its backend to the locations of the main Ingress
+/// of the same host and path and ignores its other annotations, the configuration snippet
+/// included (the main Ingress's snippet runs for the canary's requests too).
+pub const CANARY_ANNOTATION: &str = "nginx.ingress.kubernetes.io/canary";
+
+/// Is the Ingress a canary? ingress-nginx reads the value with Go's `strconv.ParseBool`.
+fn is_canary(object: &Value) -> bool {
+    matches!(annotation(object, CANARY_ANNOTATION), Annotation::Text("1" | "t" | "T" | "true" | "TRUE" | "True"))
+}
 
 /// An annotation as found: absent, a string, or something else (only possible offline: the
 /// apiserver stores annotations as strings).
@@ -47,7 +56,7 @@ fn snippet_field(annotation: &str, line: usize) -> String {
     format!("metadata.annotations[{annotation:?}] line {line}")
 }
 
-pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, _findings: &mut Findings) {
+pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
     // Under the istio driver VirtualServices carry the header (SPEC §5); the snippet is the
     // nginx driver's tool. Protected namespaces are never mutated.
     if settings.driver != Driver::Nginx || settings.is_protected(subject.namespace) {
@@ -63,6 +72,18 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, _f
         Annotation::Absent => None,
         Annotation::Text(s) => Some(s),
         Annotation::NotText => return,
+    };
+    // A block on a canary would never run: none is written (one an older version wrote goes),
+    // and the answer says where the header belongs.
+    let key = if is_canary(subject.object) {
+        if key.is_some() {
+            findings.warn(format!(
+                "canary Ingress: ingress-nginx ignores its configuration-snippet; set {HEADER_ANNOTATION} on the main Ingress"
+            ));
+        }
+        None
+    } else {
+        key
     };
     if key.is_none() && snippet.is_none() {
         return;
@@ -305,6 +326,30 @@ mod tests {
         let mut protected = nginx(false);
         protected.protected_namespaces.insert("cindy".into());
         assert_eq!(mutated(&object, &protected), object);
+    }
+
+    #[test]
+    fn a_canary_ingress_gets_no_block_and_a_warning() {
+        let warning = "canary Ingress: ingress-nginx ignores its configuration-snippet; set divert.okteto.com/header on the main Ingress";
+        let old_block = divert_block("bob", false);
+        for canary in ["true", "True", "1", "t"] {
+            let object = ingress(json!({HEADER_ANNOTATION: "cindy", CANARY_ANNOTATION: canary}));
+            let mut copy = object.clone();
+            assert_eq!(rules::mutate(&subject(&object), &mut copy, &nginx(false)), [warning]);
+            assert_eq!(copy, object, "{canary}");
+            // A block an older version wrote is taken out; the user's lines stay.
+            let object = ingress(
+                json!({HEADER_ANNOTATION: "cindy", CANARY_ANNOTATION: canary, SNIPPET_ANNOTATION: format!("{old_block}a b;")}),
+            );
+            assert_eq!(snippet_of(&mutated(&object, &nginx(false))), Some("a b;"));
+        }
+        for not_canary in ["false", "yes", "", "on"] {
+            let object = ingress(json!({HEADER_ANNOTATION: "cindy", CANARY_ANNOTATION: not_canary}));
+            let mut copy = object.clone();
+            assert!(rules::mutate(&subject(&object), &mut copy, &nginx(false)).is_empty());
+            assert_eq!(snippet_of(&copy), Some(divert_block("cindy", false).as_str()), "{not_canary}");
+        }
+        assert!(warning.chars().count() < MAX_WARNING_CHARS);
     }
 
     #[test]
