@@ -16,20 +16,48 @@ pub const END_MARKER: &str = "# divert-webhook end";
 /// nginx variable holding the client's baggage while its `okteto-divert` members are removed.
 const VARIABLE: &str = "$okteto_divert_baggage";
 
-/// How many separate runs of client `okteto-divert` members the block removes (consecutive
-/// members form one run). nginx has no loops; beyond this the request is refused (400) rather
-/// than routed with a stale key or stripped of other systems' members.
-pub const REMOVAL_ROUNDS: usize = 4;
+/// Pieces of the client's baggage one pass keeps: the text between runs of `okteto-divert`
+/// members (consecutive members form one run), one named capture each. nginx has no loops and
+/// a regex gives back at most as many pieces as it has captures, so a pass removes up to this
+/// many runs less one; the last capture keeps the rest for the next pass. nginx refuses a
+/// configuration word of 4096 bytes or more, which bounds a pass's regex (172 pieces: 3.3 KB).
+const PIECES_PER_PASS: usize = 172;
+
+/// Passes of the removal: together they remove the most runs (511) a `baggage` line holds
+/// that nginx accepts with its default header buffers, which ingress-nginx keeps
+/// (`large_client_header_buffers 4 8k`: a header line of at most 8 KiB). A client with more
+/// (several `baggage` lines, which nginx ≥ 1.23 joins, or an operator's larger buffers) is
+/// refused (400) rather than routed with a stale key or stripped of other systems' members.
+const PASSES: usize = 3;
+
+/// Optional whitespace and the key of an `okteto-divert` member, after its comma.
+fn member_key() -> String {
+    format!("[ \\t]*{BAGGAGE_MEMBER}[ \\t]*=")
+}
+
+/// The regex of one removal pass over the client's value held as `,member,member…`. Group 1
+/// matches a run of other members, group 2 a run of `okteto-divert` members (both possessive:
+/// a member is one or the other, so nothing is ever tried twice); `od1`… capture the runs of
+/// other members in turn, and the last one everything after them. The lookahead skips the pass
+/// when there is no `okteto-divert` member (the common case).
+fn removal_pass_regex() -> String {
+    let key = member_key();
+    let mut regex = format!("^(?(DEFINE)((?:,(?!{key})[^,]*+)*+)((?:,{key}[^,]*+)*+))(?=.*?,{key})");
+    for piece in 1..PIECES_PER_PASS {
+        regex.push_str(&format!("(?<od{piece}>(?1))(?2)"));
+    }
+    regex.push_str(&format!("(?<od{PIECES_PER_PASS}>.*)"));
+    regex
+}
 
 /// The block for divert key `key` (a DNS-1123 label: checked by the caller, so it cannot inject
 /// nginx syntax), marker lines included, each line ending in `\n`.
 ///
 /// The client's baggage is held as `,member,member…`, so every member starts with a comma and a
-/// `;okteto-divert=…` property can never be taken for a member. Each round cuts one run of
-/// `okteto-divert` members out, keeping the other members byte for byte; the result is sent as
-/// `okteto-divert=<key>` followed by what is left.
+/// `;okteto-divert=…` property can never be taken for a member. Each pass keeps the text
+/// between runs of `okteto-divert` members (the other members, byte for byte); the result is
+/// sent as `okteto-divert=<key>` followed by what is left.
 pub fn divert_block(key: &str, legacy_header: bool) -> String {
-    let member_pattern = format!(",[ \\t]*{BAGGAGE_MEMBER}[ \\t]*=");
     let mut block = String::new();
     let mut line = |s: &str| {
         block.push_str(s);
@@ -39,11 +67,14 @@ pub fn divert_block(key: &str, legacy_header: bool) -> String {
     line("# Written by divert-webhook from divert.okteto.com/header; edits between the markers are replaced.");
     line(&format!("set {VARIABLE} \"\";"));
     line(&format!("if ($http_baggage ~ \"[^ \\t]\") {{ set {VARIABLE} \",$http_baggage\"; }}"));
-    for _ in 0..REMOVAL_ROUNDS {
-        line(&format!("if ({VARIABLE} ~ \"^(.*?)(?:{member_pattern}[^,]*)+(.*)$\") {{ set {VARIABLE} \"$1$2\"; }}"));
+    let pieces: String = (1..=PIECES_PER_PASS).map(|piece| format!("$od{piece}")).collect();
+    let pass = format!("if ({VARIABLE} ~ \"{}\") {{ set {VARIABLE} \"{pieces}\"; }}", removal_pass_regex());
+    for _ in 0..PASSES {
+        line(&pass);
     }
     line(&format!(
-        "if ({VARIABLE} ~ \"{member_pattern}\") {{ return 400 \"baggage: too many separate {BAGGAGE_MEMBER} members\\n\"; }}"
+        "if ({VARIABLE} ~ \",{}\") {{ return 400 \"baggage: too many separate {BAGGAGE_MEMBER} members\\n\"; }}",
+        member_key()
     ));
     line(&format!("proxy_set_header {BAGGAGE_HEADER} \"{BAGGAGE_MEMBER}={key}{VARIABLE}\";"));
     if legacy_header {
@@ -436,6 +467,31 @@ mod tests {
         assert!(block.contains("proxy_set_header baggage \"okteto-divert=cindy$okteto_divert_baggage\";"));
         assert!(!block.contains(LEGACY_HEADER));
         assert!(divert_block("cindy", true).contains("proxy_set_header baggage.okteto-divert \"cindy\";"));
+    }
+
+    /// The longest request header line nginx (and ingress-nginx) accepts by default.
+    const MAX_HEADER_LINE: usize = 8192;
+    /// nginx refuses a configuration word of this many bytes or more ("too long parameter").
+    const MAX_CONFIG_WORD: usize = 4096;
+
+    #[test]
+    fn the_passes_cover_a_header_line_of_the_largest_size_nginx_accepts() {
+        // The shortest run and separator: `,okteto-divert=` then an empty member `,`. The held
+        // value is a comma and the header's value, which is the line less `baggage:` and CRLF.
+        let held = 1 + MAX_HEADER_LINE - "baggage:".len() - 2;
+        let most_runs = (held + 1) / ",okteto-divert=,".len();
+        assert_eq!(most_runs, 511);
+        assert!(PASSES * (PIECES_PER_PASS - 1) >= most_runs);
+        // One pass or one piece fewer would not do: the block is no bigger than it must be.
+        assert!((PASSES - 1) * (PIECES_PER_PASS - 1) < most_runs);
+        assert!(PASSES * (PIECES_PER_PASS - 2) < most_runs);
+        // Every word nginx reads stays under its limit (the regex is the longest).
+        let block = divert_block("a".repeat(63).as_str(), true);
+        for directive in tokenize(&block) {
+            for word in &directive.words {
+                assert!(word.len() < MAX_CONFIG_WORD, "{} bytes: {}…", word.len(), &word[..40]);
+            }
+        }
     }
 
     #[test]
