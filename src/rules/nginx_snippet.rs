@@ -15,38 +15,52 @@ pub const END_MARKER: &str = "# divert-webhook end";
 
 /// nginx variable holding the client's baggage while its `okteto-divert` members are removed.
 const VARIABLE: &str = "$okteto_divert_baggage";
+/// nginx variable holding the same while a wide pass has work to do, else empty.
+const REST_VARIABLE: &str = "$okteto_divert_rest";
 
-/// Pieces of the client's baggage one pass keeps: the text between runs of `okteto-divert`
+/// Pieces of the client's baggage one wide pass keeps: the text between runs of `okteto-divert`
 /// members (consecutive members form one run), one named capture each. nginx has no loops and
 /// a regex gives back at most as many pieces as it has captures, so a pass removes up to this
 /// many runs less one; the last capture keeps the rest for the next pass. nginx refuses a
-/// configuration word of 4096 bytes or more, which bounds a pass's regex (172 pieces: 3.3 KB).
-const PIECES_PER_PASS: usize = 172;
+/// configuration word of 4096 bytes or more, which bounds a pass's regex (171 pieces: 3.3 KB).
+const PIECES_PER_WIDE_PASS: usize = 171;
 
-/// Passes of the removal: together they remove the most runs (511) a `baggage` line holds
-/// that nginx accepts with its default header buffers, which ingress-nginx keeps
-/// (`large_client_header_buffers 4 8k`: a header line of at most 8 KiB). A client with more
-/// (several `baggage` lines, which nginx ≥ 1.23 joins, or an operator's larger buffers) is
-/// refused (400) rather than routed with a stale key or stripped of other systems' members.
-const PASSES: usize = 3;
+/// Wide passes after the first, narrow one (which removes one run, what clients send): together
+/// they remove the most runs (511) a `baggage` line holds that nginx accepts with its default
+/// header buffers, which ingress-nginx keeps (`large_client_header_buffers 4 8k`: a header line
+/// of at most 8 KiB). A client with more (several `baggage` lines, which nginx ≥ 1.23 joins, or
+/// an operator's larger buffers) is refused (400) rather than routed with a stale key or
+/// stripped of other systems' members.
+const WIDE_PASSES: usize = 3;
 
 /// Optional whitespace and the key of an `okteto-divert` member, after its comma.
 fn member_key() -> String {
     format!("[ \\t]*{BAGGAGE_MEMBER}[ \\t]*=")
 }
 
-/// The regex of one removal pass over the client's value held as `,member,member…`. Group 1
-/// matches a run of other members, group 2 a run of `okteto-divert` members (both possessive:
-/// a member is one or the other, so nothing is ever tried twice); `od1`… capture the runs of
-/// other members in turn, and the last one everything after them. The lookahead skips the pass
-/// when there is no `okteto-divert` member (the common case).
-fn removal_pass_regex() -> String {
+/// The first pass over the client's value held as `,member,member…`: the other members before
+/// the first run of `okteto-divert` members (`$1`) and everything after that run (`$2`). Every
+/// repetition is possessive and goes member by member (a member either is an `okteto-divert`
+/// one or is not), so nothing is tried twice, and with two captures PCRE's work per member is
+/// small: this is the pass every request with baggage meets.
+fn first_pass_regex() -> String {
     let key = member_key();
-    let mut regex = format!("^(?(DEFINE)((?:,(?!{key})[^,]*+)*+)((?:,{key}[^,]*+)*+))(?=.*?,{key})");
-    for piece in 1..PIECES_PER_PASS {
+    format!("^((?:,(?!{key})[^,]*+)*+)(?:,{key}[^,]*+)++(.*)")
+}
+
+/// A wide pass: group 1 matches a run of other members, group 2 a run of `okteto-divert`
+/// members (possessive, as in the first pass); `od1`… capture the runs of other members in
+/// turn, the last one everything after them. It only runs on [`REST_VARIABLE`], which holds
+/// the value only when an `okteto-divert` member is left (so never for ordinary requests,
+/// whatever the size of their baggage: PCRE's work per member grows with the number of
+/// captures); `(?=,)` fails at once on the empty value.
+fn wide_pass_regex() -> String {
+    let key = member_key();
+    let mut regex = format!("^(?=,)(?(DEFINE)((?:,(?!{key})[^,]*+)*+)((?:,{key}[^,]*+)*+))");
+    for piece in 1..PIECES_PER_WIDE_PASS {
         regex.push_str(&format!("(?<od{piece}>(?1))(?2)"));
     }
-    regex.push_str(&format!("(?<od{PIECES_PER_PASS}>.*)"));
+    regex.push_str(&format!("(?<od{PIECES_PER_WIDE_PASS}>.*)"));
     regex
 }
 
@@ -63,18 +77,20 @@ pub fn divert_block(key: &str, legacy_header: bool) -> String {
         block.push_str(s);
         block.push('\n');
     };
+    let member = member_key();
     line(BEGIN_MARKER);
     line("# Written by divert-webhook from divert.okteto.com/header; edits between the markers are replaced.");
     line(&format!("set {VARIABLE} \"\";"));
     line(&format!("if ($http_baggage ~ \"[^ \\t]\") {{ set {VARIABLE} \",$http_baggage\"; }}"));
-    let pieces: String = (1..=PIECES_PER_PASS).map(|piece| format!("$od{piece}")).collect();
-    let pass = format!("if ({VARIABLE} ~ \"{}\") {{ set {VARIABLE} \"{pieces}\"; }}", removal_pass_regex());
-    for _ in 0..PASSES {
-        line(&pass);
+    line(&format!("if ({VARIABLE} ~ \"{}\") {{ set {VARIABLE} \"$1$2\"; }}", first_pass_regex()));
+    let pieces: String = (1..=PIECES_PER_WIDE_PASS).map(|piece| format!("$od{piece}")).collect();
+    for _ in 0..WIDE_PASSES {
+        line(&format!("set {REST_VARIABLE} \"\";"));
+        line(&format!("if ({VARIABLE} ~ \",{member}\") {{ set {REST_VARIABLE} {VARIABLE}; }}"));
+        line(&format!("if ({REST_VARIABLE} ~ \"{}\") {{ set {VARIABLE} \"{pieces}\"; }}", wide_pass_regex()));
     }
     line(&format!(
-        "if ({VARIABLE} ~ \",{}\") {{ return 400 \"baggage: too many separate {BAGGAGE_MEMBER} members\\n\"; }}",
-        member_key()
+        "if ({VARIABLE} ~ \",{member}\") {{ return 400 \"baggage: too many separate {BAGGAGE_MEMBER} members\\n\"; }}"
     ));
     line(&format!("proxy_set_header {BAGGAGE_HEADER} \"{BAGGAGE_MEMBER}={key}{VARIABLE}\";"));
     if legacy_header {
@@ -481,10 +497,11 @@ mod tests {
         let held = 1 + MAX_HEADER_LINE - "baggage:".len() - 2;
         let most_runs = (held + 1) / ",okteto-divert=,".len();
         assert_eq!(most_runs, 511);
-        assert!(PASSES * (PIECES_PER_PASS - 1) >= most_runs);
+        let runs = |wide_passes: usize, pieces: usize| 1 + wide_passes * (pieces - 1);
+        assert!(runs(WIDE_PASSES, PIECES_PER_WIDE_PASS) >= most_runs);
         // One pass or one piece fewer would not do: the block is no bigger than it must be.
-        assert!((PASSES - 1) * (PIECES_PER_PASS - 1) < most_runs);
-        assert!(PASSES * (PIECES_PER_PASS - 2) < most_runs);
+        assert!(runs(WIDE_PASSES - 1, PIECES_PER_WIDE_PASS) < most_runs);
+        assert!(runs(WIDE_PASSES, PIECES_PER_WIDE_PASS - 1) < most_runs);
         // Every word nginx reads stays under its limit (the regex is the longest).
         let block = divert_block("a".repeat(63).as_str(), true);
         for directive in tokenize(&block) {
