@@ -8,7 +8,8 @@
 //! class that also accepts the right character (`[:=]`) accepts the right form too, and is not
 //! a wrong form; a pattern of several alternatives (`a|b`) requires what each of them requires.
 //! So P(key), the pattern the webhook itself writes, and any pattern tolerant of both spellings
-//! read as right; the reading errs towards "right", so that no correct configuration is denied.
+//! read as right. Where the reading cannot tell (a construct it does not follow), it stops
+//! there and finds nothing: it never reads a requirement the pattern does not have.
 
 /// One position of the pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,8 +54,8 @@ fn requires(pattern: &str, form_at: fn(&[Atom], usize, bool) -> bool) -> bool {
 }
 
 fn case_insensitive(pattern: &str) -> bool {
-    // `(?i)` or `(?i:` anywhere (also `(?si)`): compared without case then, erring towards
-    // reading the pattern as requiring the form, since that is what it matches.
+    // `(?i)` or `(?i:` anywhere (also `(?si)`): letters then match in either case, so the
+    // pattern requires the form in some spelling of its case; read as requiring it.
     pattern.match_indices("(?").any(|(at, _)| {
         pattern[at + 2..]
             .chars()
@@ -109,13 +110,12 @@ fn alternatives(pattern: &str) -> Vec<Vec<Vec<Atom>>> {
     for atom in atoms(pattern) {
         match atom {
             Atom::Open => open.push((resolved.len(), false)),
-            Atom::Close => match open.pop() {
-                Some((start, true)) => {
+            Atom::Close => {
+                if let Some((start, true)) = open.pop() {
                     resolved.truncate(start);
                     resolved.push(Atom::Break);
                 }
-                Some((_, false)) | None => {}
-            },
+            }
             Atom::Alt => match open.last_mut() {
                 Some((_, has_alt)) => *has_alt = true,
                 None => resolved.push(Atom::Alt),
