@@ -12,7 +12,7 @@ use crate::review::{self, Endpoint};
 use crate::selector::Selector;
 use crate::server::{self, ServeArgs};
 use crate::settings::{
-    DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, DEFAULT_MAX_GENERATED_ROUTES, Driver, Settings,
+    DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, DEFAULT_MAX_GENERATED_ROUTES, Driver, Settings, parse_cluster_domain,
 };
 
 #[derive(Parser, Debug)]
@@ -93,8 +93,8 @@ pub struct RuleArgs {
     /// Also accept and generate the deprecated `baggage.okteto-divert` header.
     #[arg(long, env = "DIVERT_WEBHOOK_LEGACY_HEADER")]
     pub legacy_header: bool,
-    /// Cluster DNS domain used in rewritten destination hosts.
-    #[arg(long, env = "DIVERT_WEBHOOK_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
+    /// Cluster DNS domain used in rewritten destination hosts (written lowercase, without a trailing dot).
+    #[arg(long, env = "DIVERT_WEBHOOK_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN, value_parser = parse_cluster_domain)]
     pub cluster_domain: String,
     /// Most routes divert may generate on one VirtualService; above it the object is left unchanged and denied.
     #[arg(long, env = "DIVERT_WEBHOOK_MAX_GENERATED_ROUTES", default_value_t = DEFAULT_MAX_GENERATED_ROUTES)]
@@ -110,7 +110,7 @@ impl RuleArgs {
         let mut settings =
             Settings::new(self.driver, self.managed_selector.clone(), own.as_deref(), &self.protected_namespaces);
         settings.legacy_header = self.legacy_header;
-        settings.cluster_domain = self.cluster_domain.trim_matches('.').to_string();
+        settings.cluster_domain = self.cluster_domain.clone();
         settings.max_generated_routes = self.max_generated_routes;
         settings
     }

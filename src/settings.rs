@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::selector::Selector;
+use crate::selector::{Selector, is_dns_label};
 
 /// Which mesh routes divert traffic in this cluster (SPEC §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -51,6 +51,30 @@ pub const BUILTIN_PROTECTED_NAMESPACES: &[&str] = &[
 pub const DEFAULT_MANAGED_SELECTOR: &str = "dev.okteto.com/okteto-managed=true";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_MAX_GENERATED_ROUTES: usize = 2000;
+
+/// `--cluster-domain` as the rules write it into hosts: lowercase, without the trailing dot of
+/// an absolute name (`Cluster.Local.` is `cluster.local`; DNS names are case-insensitive, and
+/// Istio refuses hosts with capitals or a trailing dot). Anything that is not a DNS name
+/// (empty labels, `_`, spaces, non-ASCII, a label over 63 or a name over 253 characters) is
+/// refused with the reason, so the webhook does not start and write hosts Istio rejects.
+pub fn parse_cluster_domain(value: &str) -> Result<String, String> {
+    let name = value.strip_suffix('.').unwrap_or(value).to_ascii_lowercase();
+    let problem = if name.is_empty() {
+        Some("it is empty".to_string())
+    } else if name.len() > 253 {
+        Some(format!("it is {} characters long, a DNS name has at most 253", name.len()))
+    } else {
+        name.split('.').find(|label| !is_dns_label(label)).map(|label| {
+            format!(
+                "{label:?} is not a DNS label (1 to 63 letters, digits and '-', starting and ending with a letter or digit)"
+            )
+        })
+    };
+    match problem {
+        None => Ok(name),
+        Some(problem) => Err(format!("{problem}; give the cluster's DNS domain, as in {DEFAULT_CLUSTER_DOMAIN}")),
+    }
+}
 
 /// Everything the rules need from the operator. Built once at start; read-only afterwards.
 #[derive(Clone, Debug)]
@@ -102,5 +126,45 @@ impl Settings {
 
     pub fn is_protected(&self, namespace: &str) -> bool {
         self.protected_namespaces.contains(namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_domains_are_lowercased_without_the_trailing_dot() {
+        for (given, used) in [
+            ("cluster.local", "cluster.local"),
+            ("Cluster.Local.", "cluster.local"),
+            ("CORP.internal", "corp.internal"),
+            ("local", "local"),
+            ("k8s-1.example.org.", "k8s-1.example.org"),
+        ] {
+            assert_eq!(parse_cluster_domain(given).as_deref(), Ok(used), "{given}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".cluster.local",
+            "cluster..local",
+            "cluster.local..",
+            "cluster_local",
+            "a b",
+            "-a.local",
+            "é.local",
+            &"a".repeat(64),
+            &"a.".repeat(128),
+        ] {
+            let error = parse_cluster_domain(bad).expect_err(bad);
+            assert!(error.ends_with("give the cluster's DNS domain, as in cluster.local"), "{bad}: {error}");
+        }
+        assert_eq!(
+            parse_cluster_domain("cluster_local").unwrap_err(),
+            "\"cluster_local\" is not a DNS label (1 to 63 letters, digits and '-', starting and ending with a letter or digit); \
+             give the cluster's DNS domain, as in cluster.local"
+        );
     }
 }

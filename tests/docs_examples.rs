@@ -1,5 +1,5 @@
-//! The outputs docs/namespaces.md quotes as real are what the webhook's code prints for the
-//! example files it names.
+//! The outputs the docs (namespaces.md, operating.md, ingress.md, validation.md) quote as real
+//! are what the webhook's code prints for the examples they name.
 
 use divert_webhook::manifests::{Verdict, check_documents, mutate_documents};
 use divert_webhook::selector::Selector;
@@ -54,4 +54,68 @@ fn the_operating_doc_quotes_the_real_answer_of_its_curl_example() {
     let doc = read("docs/operating.md");
     let quoted = block_after(&doc, "This is the real output (one line):");
     assert_eq!(quoted.trim_end(), String::from_utf8(answer).unwrap());
+}
+
+/// `doc_line` stands for `real`: equal, or, where the doc shortens a long line with `…`, the
+/// real line starts with the part before the first `…`, ends with the part after the last, and
+/// holds the parts between in order.
+fn stands_for(doc_line: &str, real: &str) -> bool {
+    let parts: Vec<&str> = doc_line.split('…').collect();
+    let [first, middle @ .., last] = parts.as_slice() else { return doc_line == real };
+    if !real.starts_with(first) || !real[first.len()..].ends_with(last) || real.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &real[first.len()..real.len() - last.len()];
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn the_ingress_doc_quotes_the_real_block() {
+    let doc = read("docs/ingress.md");
+    let quoted = block_after(&doc, "checks this block against the real output):");
+    let mutated = mutate_documents(&read("deploy/examples/ingress.yaml"), &settings(Driver::Nginx));
+    assert_eq!(mutated.verdict, Verdict::Passed);
+    let lines: Vec<&str> = mutated.stdout.lines().collect();
+    let mut quoted_lines = quoted.lines();
+    let first = quoted_lines.next().unwrap();
+    let start = lines.iter().position(|l| *l == first).unwrap_or_else(|| panic!("{first:?} in {}", mutated.stdout));
+    let mut shortened = 0;
+    for (i, doc_line) in quoted_lines.enumerate() {
+        let real = lines.get(start + 1 + i).copied().unwrap_or_default();
+        assert!(stands_for(doc_line, real), "doc: {doc_line}\nreal: {real}");
+        shortened += usize::from(doc_line.contains('…'));
+    }
+    assert_eq!(shortened, 3, "the three wide passes are the shortened lines");
+    assert!(!stands_for("a…z", "b…z") && !stands_for("a…q…z", "abz") && stands_for("a…q…z", "aqqz"));
+}
+
+#[test]
+fn the_validation_doc_quotes_a_real_escaped_warning() {
+    let doc = read("docs/validation.md");
+    let quoted = block_after(&doc, "\"routes\": [\"api\\nx\\u001b[31m\"]` gives:");
+    let manifest = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: api
+  namespace: staging
+  annotations:
+    divert.okteto.com/2615052508acbfaddeba0eeded4131631ea31a02: "{\"namespace\":\"cindy\",\"routes\":[\"api\\nx\\u001b[31m\"]}"
+spec:
+  hosts: [api]
+  http:
+  - name: api
+    route:
+    - destination:
+        host: api
+"#;
+    let mutated = mutate_documents(manifest, &settings(Driver::Istio));
+    let expected = format!("warning: VirtualService staging/api: {}", quoted.trim_end());
+    assert!(mutated.stderr.contains(&expected), "{:?}", mutated.stderr);
 }

@@ -7,6 +7,7 @@ mod ingress_support;
 
 use std::path::{Path, PathBuf};
 
+use divert_webhook::review::Endpoint;
 use ingress_support::*;
 use serde_json::Value;
 
@@ -85,8 +86,14 @@ fn corpus_ingresses_without_the_annotation_are_left_untouched() {
     }
 }
 
+/// ingress-nginx ignores a canary Ingress's snippet: it gets no block (issue 8).
+fn is_canary(object: &Value) -> bool {
+    object.pointer("/metadata/annotations/nginx.ingress.kubernetes.io~1canary").and_then(Value::as_str) == Some("true")
+}
+
 #[test]
 fn corpus_ingresses_with_the_annotation_lose_nothing() {
+    let mut canaries = 0;
     for legacy in [false, true] {
         let settings = nginx_settings(legacy);
         for (name, original) in corpus_ingresses() {
@@ -96,6 +103,19 @@ fn corpus_ingresses_with_the_annotation_lose_nothing() {
             let namespace = original.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("cindy");
             if settings.is_protected(namespace) {
                 assert!(patch.0.is_empty(), "{name}: namespace {namespace} is protected: {patch:?}");
+                continue;
+            }
+            if is_canary(&original) {
+                assert!(patch.0.is_empty(), "{name}: a canary got a block: {patch:?}");
+                let response = answer(Endpoint::Mutate, &annotated, namespace, &settings);
+                assert_eq!(
+                    response["warnings"],
+                    serde_json::json!([
+                        "canary Ingress: ingress-nginx ignores its configuration-snippet; set divert.okteto.com/header on the main Ingress"
+                    ]),
+                    "{name}"
+                );
+                canaries += 1;
                 continue;
             }
             assert_eq!(patch.0.len(), 1, "{name}: one operation on the snippet expected: {patch:?}");
@@ -127,4 +147,5 @@ fn corpus_ingresses_with_the_annotation_lose_nothing() {
             assert_eq!(serde_json::to_string(&restored).unwrap(), serde_json::to_string(&expected).unwrap(), "{name}");
         }
     }
+    assert!(canaries >= 2 * 5, "the corpus's canary Ingresses were seen: {canaries}");
 }

@@ -108,13 +108,14 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// nginx.conf for `locations` (path → snippet), all proxying to the echo upstream.
-fn nginx_conf(prefix: &Path, port: u16, upstream: u16, locations: &[(&str, &str)]) -> String {
+/// nginx.conf for `locations` (path → snippet), all proxying to the echo upstream; `http`
+/// holds extra directives of the `http` block (none: nginx's defaults, as ingress-nginx's).
+fn nginx_conf(prefix: &Path, port: u16, upstream: u16, http: &str, locations: &[(&str, &str)]) -> String {
     let p = prefix.display();
     let mut conf = format!(
         "master_process off;\ndaemon off;\npid {p}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {p}/client_body;\n  proxy_temp_path {p}/proxy;\n  \
-         fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  \
+         fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  {http}\n  \
          server {{\n    listen 127.0.0.1:{port};\n"
     );
     for (path, snippet) in locations {
@@ -143,10 +144,15 @@ fn nginx_command(prefix: &Path, error_log: &Path) -> Command {
 }
 
 fn start_nginx(upstream: u16, locations: &[(&str, &str)]) -> Nginx {
+    start_nginx_with(upstream, "", locations)
+}
+
+fn start_nginx_with(upstream: u16, http: &str, locations: &[(&str, &str)]) -> Nginx {
     let prefix = tempfile::tempdir().unwrap();
     let port = free_port();
     let error_log = prefix.path().join("error.log");
-    std::fs::write(prefix.path().join("nginx.conf"), nginx_conf(prefix.path(), port, upstream, locations)).unwrap();
+    let conf = nginx_conf(prefix.path(), port, upstream, http, locations);
+    std::fs::write(prefix.path().join("nginx.conf"), conf).unwrap();
 
     let test = nginx_command(prefix.path(), &error_log).arg("-t").output().unwrap();
     let said = String::from_utf8_lossy(&test.stderr);
@@ -259,6 +265,13 @@ fn nginx_sends_the_divert_member_upstream_and_keeps_the_clients_other_members() 
     };
     assert!(rewriting.ends_with(rewrite), "{rewriting}");
     let behind = format!("{rewrite}{}", split_block(&rewriting).1);
+    // A block an earlier version wrote, as stored, and as the webhook rewrites it in place.
+    let earlier = format!("add_header X-User 1;\r\n{EARLIER_BLOCK_BOB}proxy_set_header X-After-Block 1;");
+    let rewritten = {
+        let object = ingress(json!({HEADER: "cindy", SNIPPET: earlier.as_str()}));
+        snippet_of(&mutate(&object, &nginx_settings(false))).unwrap().to_string()
+    };
+    assert_eq!(split_block(&rewritten).0, split_block(&earlier).0, "user lines not kept byte for byte");
     let nginx = start_nginx(
         upstream.port,
         &[
@@ -267,6 +280,8 @@ fn nginx_sends_the_divert_member_upstream_and_keeps_the_clients_other_members() 
             ("/commented/", &commented),
             ("/rw/", &rewriting),
             ("/behind/rw/", &behind),
+            ("/earlier/", &earlier),
+            ("/rewritten/", &rewritten),
         ],
     );
 
@@ -292,9 +307,28 @@ fn nginx_sends_the_divert_member_upstream_and_keeps_the_clients_other_members() 
             Some("okteto-divert=1,a=1,okteto-divert=2,b=2,okteto-divert=3,c=3,okteto-divert=4"),
             "okteto-divert=cindy,a=1,b=2,c=3",
         ),
+        // Five and more separate runs: the earlier block's four rounds answered 400 here.
+        (
+            Some(
+                "okteto-divert=b1,x=1,okteto-divert=b2,y=2,okteto-divert=b3,z=3,okteto-divert=b4,w=4,okteto-divert=b5",
+            ),
+            "okteto-divert=cindy,x=1,y=2,z=3,w=4",
+        ),
+        (
+            Some(
+                "okteto-divert=b1 ;p=1,x=1;okteto-divert=p,okteto-divert = b2,okteto-divert=b3\t, y=2,okteto-divert=b4,,okteto-divert=b5,z=3",
+            ),
+            "okteto-divert=cindy,x=1;okteto-divert=p, y=2,,z=3",
+        ),
     ];
+    // Fifty separate runs, each divert member between two members of other systems.
+    let fifty: String = (1..=50).map(|i| format!("k{i}=v{i},okteto-divert=b{i},")).collect::<String>() + "last=1";
+    let fifty_kept: String = (1..=50).map(|i| format!(",k{i}=v{i}")).collect::<String>() + ",last=1";
+    let fifty_expected = format!("okteto-divert=cindy{fifty_kept}");
+    let cases: Vec<(Option<&str>, &str)> =
+        cases.iter().copied().chain([(Some(fifty.as_str()), fifty_expected.as_str())]).collect();
     for (path, legacy) in [("/", false), ("/legacy/", true)] {
-        for (sent, expected) in cases {
+        for (sent, expected) in &cases {
             let headers: Vec<(&str, &str)> = sent.iter().map(|b| ("baggage", *b)).collect();
             let response = get(nginx.port, path, &headers);
             let context = format!("{path} baggage {sent:?}: {} {}", response.status, response.body);
@@ -326,15 +360,78 @@ fn nginx_sends_the_divert_member_upstream_and_keeps_the_clients_other_members() 
     assert!(response.body.starts_with("GET /x HTTP/1.1\r\n"), "{}", response.body);
     assert_eq!(response.upstream_header("baggage"), vec!["okteto-divert=cindy"], "the client's a=1,b=2 are lost");
 
-    // More separate runs of okteto-divert members than the block removes: refused, never
-    // forwarded with a stale key.
-    let too_many = "okteto-divert=1,a=1,okteto-divert=2,b=2,okteto-divert=3,c=3,okteto-divert=4,d=4,okteto-divert=5";
-    let response = get(nginx.port, "/", &[("baggage", too_many)]);
+    // Five separate runs: the earlier block refused them; rewritten, the same Ingress forwards.
+    let five = "okteto-divert=b1,x=1,okteto-divert=b2,y=2,okteto-divert=b3,z=3,okteto-divert=b4,w=4,okteto-divert=b5";
+    let response = get(nginx.port, "/earlier/", &[("baggage", five)]);
     assert_eq!(response.status, 400, "{}", response.body);
     assert!(response.body.contains("too many separate okteto-divert members"), "{}", response.body);
+    let response = get(nginx.port, "/rewritten/", &[("baggage", five)]);
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.upstream_header("baggage"), vec!["okteto-divert=cindy,x=1,y=2,z=3,w=4"]);
+    assert_eq!(response.header("x-user"), vec!["1"]);
+    assert_eq!(response.upstream_header("x-after-block"), vec!["1"]);
 
     let log = std::fs::read_to_string(&nginx.error_log).unwrap_or_default();
     assert!(!log.contains("[emerg]") && !log.contains("[error]"), "nginx error log:\n{log}");
+}
+
+/// `n` separate runs of one `okteto-divert` member with nothing between them but empty members:
+/// the most runs a header line of a given size holds.
+fn runs_without_other_members(n: usize) -> String {
+    vec!["okteto-divert="; n].join(",,")
+}
+
+#[test]
+fn every_run_a_header_line_nginx_accepts_can_hold_is_removed() {
+    let upstream = EchoUpstream::start();
+    let block = {
+        let object = ingress(json!({HEADER: "cindy"}));
+        snippet_of(&mutate(&object, &nginx_settings(false))).unwrap().to_string()
+    };
+    // nginx's default header buffers, as ingress-nginx's: a line of at most 8 KiB.
+    let nginx = start_nginx(upstream.port, &[("/", &block)]);
+
+    // 511 runs: the most a line nginx accepts holds (`baggage: ` and CRLF included).
+    let most = runs_without_other_members(511);
+    assert!(most.len() + "baggage: \r\n".len() <= 8192, "{}", most.len());
+    let response = get(nginx.port, "/", &[("baggage", &most)]);
+    assert_eq!(response.status, 200, "{}", &response.body[..200.min(response.body.len())]);
+    assert_eq!(response.upstream_header("baggage"), vec![format!("okteto-divert=cindy{}", ",".repeat(510))]);
+
+    // Realistic members up to the same size: every other system's member kept, in order.
+    let (mut sent, mut kept) = (String::new(), String::from("okteto-divert=cindy"));
+    for i in 0.. {
+        let member = format!("sentry-trace-{i}=771a43a4192642f0b136d5159a50{i:04}");
+        if sent.len() + member.len() + 40 > 8000 {
+            break;
+        }
+        sent.push_str(&format!("okteto-divert=dev-{i},{member},"));
+        kept.push_str(&format!(",{member}"));
+    }
+    sent.push_str("okteto-divert=last");
+    let response = get(nginx.port, "/", &[("baggage", &sent)]);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.upstream_header("baggage"), vec![kept]);
+
+    // One run more does not fit in a line: nginx itself refuses the request, before the block.
+    let response = get(nginx.port, "/", &[("baggage", &runs_without_other_members(512))]);
+    assert_eq!(response.status, 400);
+    assert!(!response.body.contains("okteto-divert"), "{}", response.body);
+
+    // With larger buffers (an operator's choice) the block still removes 511 runs, with other
+    // members around them, and refuses more rather than forward a stale key or drop members.
+    let large = start_nginx_with(upstream.port, "large_client_header_buffers 4 32k;", &[("/", &block)]);
+    let response = get(large.port, "/", &[("baggage", &format!("a=1,{},b=2", runs_without_other_members(511)))]);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.upstream_header("baggage"), vec![format!("okteto-divert=cindy,a=1{},b=2", ",".repeat(510))]);
+    let response = get(large.port, "/", &[("baggage", &runs_without_other_members(512))]);
+    assert_eq!(response.status, 400);
+    assert!(response.body.contains("baggage: too many separate okteto-divert members"), "{}", response.body);
+
+    for nginx in [&nginx, &large] {
+        let log = std::fs::read_to_string(&nginx.error_log).unwrap_or_default();
+        assert!(!log.contains("[emerg]") && !log.contains("[error]"), "nginx error log:\n{log}");
+    }
 }
 
 #[test]

@@ -95,6 +95,34 @@ fn a_changed_key_rewrites_the_block_in_place() {
 }
 
 #[test]
+fn a_block_an_earlier_version_wrote_is_rewritten_in_place() {
+    let settings = nginx_settings(false);
+    let current = snippet_of(&mutate(&annotated("cindy", None), &settings)).unwrap().to_string();
+    assert_ne!(current, EARLIER_BLOCK_BOB.replace("bob", "cindy"), "the block changed (issue 8 item 4)");
+    // In front of the user's lines (where the webhook puts it), between them (lines added in
+    // front later), behind them (where the first versions appended it), CRLF and no final newline.
+    for (before, after) in [
+        ("", USER_LINES),
+        ("add_header X-Before 1;\r\n\t\r\n", "add_header X-After 1;"),
+        (USER_LINES, ""),
+        ("x y;\r\n", ""),
+    ] {
+        let stored = format!("{before}{EARLIER_BLOCK_BOB}{after}");
+        let mutated = mutate(&annotated("cindy", Some(&stored)), &settings);
+        let snippet = snippet_of(&mutated).unwrap();
+        assert_eq!(snippet, format!("{before}{current}{after}"), "{stored:?}");
+        assert_eq!(split_block(snippet).0, format!("{before}{after}"));
+        assert_eq!(mutate(&mutated, &settings), mutated, "idempotent");
+        // Removing the annotation takes the block out and leaves the user's lines as they were.
+        let mut unannotated = annotated("cindy", Some(&stored));
+        unannotated["metadata"]["annotations"].as_object_mut().unwrap().remove(HEADER);
+        let removed = mutate(&unannotated, &settings);
+        let users = format!("{before}{after}");
+        assert_eq!(snippet_of(&removed), (!users.is_empty()).then_some(users.as_str()));
+    }
+}
+
+#[test]
 fn removing_the_annotation_removes_the_block_and_keeps_the_users_lines() {
     let settings = nginx_settings(true);
     // CRLF endings, a blank line, a comment and no final newline: byte for byte.

@@ -135,6 +135,27 @@ fn every_route_is_diverted_when_the_entry_names_none() {
 }
 
 #[test]
+fn a_name_shared_by_two_routes_diverts_both() {
+    // Istio allows it; cindy's `/b` requests must reach cindy's `b` too (issue 8).
+    let http = json!([
+        {"name": "dup", "match": [{"uri": {"prefix": "/a"}}], "route": [{"destination": {"host": "svc-a"}}]},
+        {"name": "dup", "match": [{"uri": {"prefix": "/b"}}], "route": [{"destination": {"host": "svc-b"}}]},
+        {"name": "web", "route": [{"destination": {"host": "svc-w"}}]},
+    ]);
+    let object = shared_vs(json!({ entry_annotation(3): entry_value("cindy", &["dup"]) }), http);
+    let out = mutate(&object, &Settings::default());
+    assert_eq!(names(&out.object), ["okteto-divert-cindy-dup", "dup", "okteto-divert-cindy-dup-1", "dup", "web"]);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let key = ["okteto-divert=cindy"];
+    assert_eq!(destinations(&out.object, &get("/a", &key)), ["svc-a.cindy.svc.cluster.local"]);
+    assert_eq!(destinations(&out.object, &get("/b", &key)), ["svc-b.cindy.svc.cluster.local"]);
+    assert_eq!(destinations(&out.object, &get("/b", &[])), ["svc-b"]);
+    assert_eq!(destinations(&out.object, &get("/w", &key)), ["svc-w"]);
+    // only additions: the original routes are not touched
+    assert!(out.patch.iter().all(|op| op["op"] == "add"), "{:?}", out.patch);
+}
+
+#[test]
 fn subsets_collapse_into_one_developer_destination() {
     let object = shared_vs(
         json!({ entry_annotation(2): entry_value("cindy", &[]) }),
@@ -290,6 +311,10 @@ fn tcp_tls_and_delegate_virtual_services_are_left_alone() {
     );
     let out = mutate(&root, &Settings::default());
     assert!(out.patch.is_empty());
+    assert_eq!(
+        out.warnings,
+        ["divert of cindy: no http route here forwards (delegates are not diverted); nothing is diverted"]
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::metadata_str;
+use super::{metadata_str, required_text};
 use crate::selector::is_dns_label;
 
 /// Prefix of every divert annotation.
@@ -45,39 +45,37 @@ pub fn wrong_header_name(name: &str) -> Option<String> {
     })
 }
 
-/// Baggage values that use a wrong form of the divert member (SPEC §2 wrong forms).
+/// Baggage values that use a wrong form of the divert member (SPEC §2 wrong forms), with the
+/// optional whitespace the baggage grammar allows before the separator (`okteto-divert :cindy`,
+/// `baggage.okteto-divert =cindy`).
 pub fn wrong_baggage_value(value: &str) -> Option<String> {
-    if value.contains("baggage.okteto-divert=") {
+    if let Some(form) = form_before(value, "baggage.okteto-divert", '=') {
         return Some(format!(
-            "baggage value {value:?} uses \"baggage.okteto-divert=\"; the member is written {BAGGAGE_MEMBER}=<namespace>"
+            "baggage value {value:?} uses {form:?}; the member is written {BAGGAGE_MEMBER}=<namespace>"
         ));
     }
-    if value.contains("okteto-divert:") {
+    if let Some(form) = form_before(value, BAGGAGE_MEMBER, ':') {
         return Some(format!(
-            "baggage value {value:?} uses \"okteto-divert:\"; baggage members use '=': {BAGGAGE_MEMBER}=<namespace>"
+            "baggage value {value:?} uses {form:?}; baggage members use '=': {BAGGAGE_MEMBER}=<namespace>"
         ));
     }
     None
 }
 
-/// The same, for a regex matched against a baggage value: escapes of punctuation (`\.`, `\:`)
-/// and optional whitespace between tokens (`\s*`, `[ \t]*`) do not hide a wrong form.
+/// The first `word`, optional spaces and tabs, and `separator` in `value`, as written.
+fn form_before<'v>(value: &'v str, word: &str, separator: char) -> Option<&'v str> {
+    value.match_indices(word).find_map(|(at, _)| {
+        let rest = &value[at + word.len()..];
+        let spaces = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+        rest[spaces..].starts_with(separator).then(|| &value[at..at + word.len() + spaces + 1])
+    })
+}
+
+/// The same, for a regex matched against a baggage value: a regex every match of which holds a
+/// wrong form, however it spells it (`okteto-divert[:]cindy`, `okteto\-divert\s*\x3a`,
+/// `baggage\.okteto-divert=`); see [`super::required_text`].
 pub fn wrong_baggage_pattern(pattern: &str) -> Option<String> {
-    let mut plain = String::with_capacity(pattern.len());
-    let mut chars = pattern.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, chars.peek().copied()) {
-            ('\\', Some(next)) if next.is_ascii_punctuation() => {
-                plain.push(next);
-                chars.next();
-            }
-            _ => plain.push(c),
-        }
-    }
-    for whitespace in ["\\s*", "\\s+", "\\s?", "[ \\t]*", "[ \\t]+", "[\\t ]*", "[\\t ]+", " *", " +", " "] {
-        plain = plain.replace(whitespace, "");
-    }
-    wrong_baggage_value(&plain).map(|_| {
+    (required_text::requires_legacy_form(pattern) || required_text::requires_colon_form(pattern)).then(|| {
         format!(
             "baggage regex {pattern:?} looks for a wrong form of the divert member; the member is written {BAGGAGE_MEMBER}=<namespace>"
         )
@@ -112,12 +110,33 @@ mod tests {
         assert!(wrong_baggage_value("baggage.okteto-divert=cindy").is_some());
         assert!(wrong_baggage_value("a=1,okteto-divert:cindy").is_some());
         assert!(wrong_baggage_value("okteto-divert=cindy").is_none());
-        for wrong in [".*baggage\\.okteto-divert=cindy.*", ".*okteto-divert\\s*:cindy", "okteto\\-divert\\:\\s+cindy"] {
+        assert!(wrong_baggage_value("okteto-divert :cindy").is_some());
+        assert!(wrong_baggage_value("a=1, okteto-divert\t: cindy").is_some());
+        assert!(wrong_baggage_value("baggage.okteto-divert = cindy").is_some());
+        assert!(wrong_baggage_value("okteto-divert = cindy").is_none());
+        assert!(wrong_baggage_value("okteto-divert-x:1").is_none());
+        assert_eq!(
+            wrong_baggage_value("okteto-divert :cindy").unwrap(),
+            "baggage value \"okteto-divert :cindy\" uses \"okteto-divert :\"; baggage members use '=': okteto-divert=<namespace>"
+        );
+        for wrong in [
+            ".*baggage\\.okteto-divert=cindy.*",
+            ".*okteto-divert\\s*:cindy",
+            "okteto\\-divert\\:\\s+cindy",
+            "okteto-divert[:]cindy",
+            "okteto-divert :cindy",
+            "okteto-divert\\x3acindy",
+        ] {
             assert!(wrong_baggage_pattern(wrong).is_some(), "{wrong}");
         }
-        for right in
-            [".*okteto-divert=cindy.*", r"(?:.*,)?[ \t]*okteto-divert[ \t]*=[ \t]*cindy[ \t]*(?:[;,].*)?", "a:b"]
-        {
+        for right in [
+            ".*okteto-divert=cindy.*",
+            &crate::rules::baggage::divert_pattern("cindy"),
+            &crate::rules::baggage::divert_pattern("a-b"),
+            r"(?:.*,)?[ \t]*okteto-divert[ \t]*=[ \t]*cindy[ \t]*(?:[;,].*)?",
+            "a:b",
+            "okteto-divert[:=]cindy",
+        ] {
             assert!(wrong_baggage_pattern(right).is_none(), "{right}");
         }
     }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::divert::{
     BAGGAGE_HEADER, BAGGAGE_MEMBER, HEADER_ANNOTATION, LEGACY_HEADER, check_divert_key, object_ref,
-    wrong_baggage_value, wrong_header_name,
+    wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
 };
 use super::nginx_snippet::{
     self, HeaderMention, HeaderUse, divert_block, header_mentions, replace_blocks, user_directives,
@@ -24,6 +24,15 @@ use crate::settings::{Driver, Settings};
 pub const SNIPPET_ANNOTATION: &str = "nginx.ingress.kubernetes.io/configuration-snippet";
 /// ingress-nginx copies this one into the `server` block of the Ingress's hosts.
 pub const SERVER_SNIPPET_ANNOTATION: &str = "nginx.ingress.kubernetes.io/server-snippet";
+/// Marks a canary Ingress: ingress-nginx adds its backend to the locations of the main Ingress
+/// of the same host and path and ignores its other annotations, the configuration snippet
+/// included (the main Ingress's snippet runs for the canary's requests too).
+pub const CANARY_ANNOTATION: &str = "nginx.ingress.kubernetes.io/canary";
+
+/// Is the Ingress a canary? ingress-nginx reads the value with Go's `strconv.ParseBool`.
+fn is_canary(object: &Value) -> bool {
+    matches!(annotation(object, CANARY_ANNOTATION), Annotation::Text("1" | "t" | "T" | "true" | "TRUE" | "True"))
+}
 
 /// An annotation as found: absent, a string, or something else (only possible offline: the
 /// apiserver stores annotations as strings).
@@ -47,7 +56,7 @@ fn snippet_field(annotation: &str, line: usize) -> String {
     format!("metadata.annotations[{annotation:?}] line {line}")
 }
 
-pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, _findings: &mut Findings) {
+pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
     // Under the istio driver VirtualServices carry the header (SPEC §5); the snippet is the
     // nginx driver's tool. Protected namespaces are never mutated.
     if settings.driver != Driver::Nginx || settings.is_protected(subject.namespace) {
@@ -63,6 +72,18 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, _f
         Annotation::Absent => None,
         Annotation::Text(s) => Some(s),
         Annotation::NotText => return,
+    };
+    // A block on a canary would never run: none is written (one an older version wrote goes),
+    // and the answer says where the header belongs.
+    let key = if is_canary(subject.object) {
+        if key.is_some() {
+            findings.warn(format!(
+                "canary Ingress: ingress-nginx ignores its configuration-snippet; set {HEADER_ANNOTATION} on the main Ingress"
+            ));
+        }
+        None
+    } else {
+        key
     };
     if key.is_none() && snippet.is_none() {
         return;
@@ -153,6 +174,9 @@ fn check_header_forms(
         } else {
             format!(" (line {line} not counting the divert-webhook block; line {} as stored)", directive.line)
         };
+        if let Some(problem) = baggage_condition_problem(&directive.words) {
+            findings.deny("wrong-header-form", format!("{object}: {field}: {problem}{stored_at}"));
+        }
         for header in header_mentions(&directive) {
             if let Some(problem) = wrong_name_problem(&header) {
                 findings.deny("wrong-header-form", format!("{object}: {field}: {problem}{stored_at}"));
@@ -220,6 +244,33 @@ fn wrong_name_problem(header: &HeaderMention) -> Option<String> {
 /// The nginx variable holding the client's `baggage` header.
 const BAGGAGE_HEADER_VARIABLE: &str = "http_baggage";
 
+/// An `if` that compares the client's baggage (`$http_baggage`) with a wrong form of the divert
+/// member (SPEC §2): `if ($http_baggage = "okteto-divert:cindy")` or, as a regex,
+/// `if ($http_baggage ~ "okteto-divert[:]cindy")`. What is wrong and the fix.
+fn baggage_condition_problem(words: &[String]) -> Option<String> {
+    let (command, condition) = words.split_first()?;
+    if command != "if" {
+        return None;
+    }
+    // nginx reads `(` and `)` off the first and last word; they may also stand alone.
+    let mut condition: Vec<&str> = condition.iter().map(String::as_str).collect();
+    let first = condition.first()?.strip_prefix('(')?;
+    condition[0] = first;
+    let last = condition.len() - 1;
+    condition[last] = condition[last].strip_suffix(')')?;
+    condition.retain(|w| !w.is_empty());
+    let [variable, operator, operand] = condition[..] else { return None };
+    let variable = variable.to_ascii_lowercase();
+    if variable != format!("${BAGGAGE_HEADER_VARIABLE}") && variable != format!("${{{BAGGAGE_HEADER_VARIABLE}}}") {
+        return None;
+    }
+    match operator {
+        "=" | "!=" => wrong_baggage_value(operand),
+        "~" | "~*" | "!~" | "!~*" => wrong_baggage_pattern(operand),
+        _ => None,
+    }
+}
+
 /// `"{short} line {line}{text}"`, or with `brief` in place of `text` when the line number is
 /// too long for that to stay under [`super::MAX_WARNING_CHARS`] (only for absurdly long snippets: a
 /// 3 MiB AdmissionReview holds at most 7-digit line numbers). Past that, [`Findings::warn`]
@@ -275,6 +326,30 @@ mod tests {
         let mut protected = nginx(false);
         protected.protected_namespaces.insert("cindy".into());
         assert_eq!(mutated(&object, &protected), object);
+    }
+
+    #[test]
+    fn a_canary_ingress_gets_no_block_and_a_warning() {
+        let warning = "canary Ingress: ingress-nginx ignores its configuration-snippet; set divert.okteto.com/header on the main Ingress";
+        let old_block = divert_block("bob", false);
+        for canary in ["true", "True", "1", "t"] {
+            let object = ingress(json!({HEADER_ANNOTATION: "cindy", CANARY_ANNOTATION: canary}));
+            let mut copy = object.clone();
+            assert_eq!(rules::mutate(&subject(&object), &mut copy, &nginx(false)), [warning]);
+            assert_eq!(copy, object, "{canary}");
+            // A block an older version wrote is taken out; the user's lines stay.
+            let object = ingress(
+                json!({HEADER_ANNOTATION: "cindy", CANARY_ANNOTATION: canary, SNIPPET_ANNOTATION: format!("{old_block}a b;")}),
+            );
+            assert_eq!(snippet_of(&mutated(&object, &nginx(false))), Some("a b;"));
+        }
+        for not_canary in ["false", "yes", "", "on"] {
+            let object = ingress(json!({HEADER_ANNOTATION: "cindy", CANARY_ANNOTATION: not_canary}));
+            let mut copy = object.clone();
+            assert!(rules::mutate(&subject(&object), &mut copy, &nginx(false)).is_empty());
+            assert_eq!(snippet_of(&copy), Some(divert_block("cindy", false).as_str()), "{not_canary}");
+        }
+        assert!(warning.chars().count() < MAX_WARNING_CHARS);
     }
 
     #[test]
@@ -362,6 +437,30 @@ mod tests {
         findings.warn(line_warning(&"é".repeat(100), usize::MAX, "x", "y"));
         let cut = &findings.warnings[0];
         assert!(cut.chars().count() < MAX_WARNING_CHARS && cut.ends_with('…'), "{cut}");
+    }
+
+    #[test]
+    fn ifs_comparing_the_clients_baggage_with_a_wrong_form_are_found() {
+        let words = |s: &str| user_directives(s).remove(0).words;
+        for wrong in [
+            "if ($http_baggage ~ \"okteto-divert[:]cindy\") { return 403; }",
+            "if ($HTTP_BAGGAGE ~* okteto-divert\\s*:cindy) { return 403; }",
+            "if ( ${http_baggage} = \"okteto-divert :cindy\" ) { return 403; }",
+            "if ($http_baggage !~ \"baggage\\.okteto-divert=\") { return 403; }",
+        ] {
+            assert!(baggage_condition_problem(&words(wrong)).is_some(), "{wrong}");
+        }
+        for right in [
+            "if ($http_baggage ~ \"okteto-divert=cindy\") { return 403; }",
+            "if ($http_baggage ~ \"[^ \\t]\") { set $x 1; }",
+            "if ($http_x ~ \"okteto-divert:cindy\") { return 403; }",
+            "if ($http_baggage) { return 403; }",
+            "if (-f $http_baggage) { return 403; }",
+            "set $http_baggage \"okteto-divert:cindy\";",
+            "if",
+        ] {
+            assert!(baggage_condition_problem(&words(right)).is_none(), "{right}");
+        }
     }
 
     #[test]

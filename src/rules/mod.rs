@@ -10,7 +10,10 @@ pub mod divert;
 pub mod ingress;
 pub mod namespace;
 mod nginx_snippet;
+mod required_text;
 pub mod virtual_service;
+
+use std::borrow::Cow;
 
 use serde_json::Value;
 
@@ -98,19 +101,21 @@ impl Findings {
 
     /// Adds a warning. Rules keep their sentences short by cutting user-written names with
     /// [`shorten`]; a sentence that is still too long is cut here, so that no answer ever
-    /// carries a warning of [`MAX_WARNING_CHARS`] characters or more.
+    /// carries a warning of [`MAX_WARNING_CHARS`] characters or more. Characters the apiserver
+    /// would drop the warning for are escaped first ([`printable`]), and the limit counts the
+    /// escapes.
     pub fn warn(&mut self, message: impl Into<String>) {
-        let message = message.into();
-        let message = if message.chars().count() < MAX_WARNING_CHARS {
-            message
-        } else {
-            message.chars().take(MAX_WARNING_CHARS - 2).collect::<String>() + "…"
-        };
-        self.warnings.push(message);
+        self.warnings.push(printable_cut(&message.into(), MAX_WARNING_CHARS - 1));
     }
 
+    /// Adds a denial; its message is made [`printable`] (it is not cut: it names the fix).
     pub fn deny(&mut self, reason: &'static str, message: impl Into<String>) {
-        self.denials.push(Denial { reason, message: message.into() });
+        let message = message.into();
+        let message = match printable(&message) {
+            Cow::Borrowed(_) => message,
+            Cow::Owned(escaped) => escaped,
+        };
+        self.denials.push(Denial { reason, message });
     }
 }
 
@@ -156,15 +161,68 @@ pub fn validate_into(subject: &Subject<'_>, settings: &Settings, findings: &mut 
     }
 }
 
-/// `detailed` if it fits in one warning (one line, under [`MAX_WARNING_CHARS`]), else the
-/// shorter `fallback` that says the same with less detail.
+/// `detailed` if it fits in one warning (one line, under [`MAX_WARNING_CHARS`] once made
+/// [`printable`]), else the shorter `fallback` that says the same with less detail.
 pub fn fitting_warning(detailed: String, fallback: impl Into<String>) -> String {
-    if detailed.chars().count() < MAX_WARNING_CHARS && !detailed.contains('\n') { detailed } else { fallback.into() }
+    let fits = printable(&detailed).chars().count() < MAX_WARNING_CHARS;
+    if fits { detailed } else { fallback.into() }
 }
 
-/// A user-written name cut to at most `max` characters (`…` marks the cut), for warnings.
+/// A user-written name cut to at most `max` characters (`…` marks the cut), for warnings;
+/// [`printable`] first, so the cut counts the escapes.
 pub fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max { s.to_string() } else { s.chars().take(max - 1).collect::<String>() + "…" }
+    printable_cut(s, max)
+}
+
+/// Characters user-written text must not bring into a warning or a denial (SPEC §8): control
+/// characters (the apiserver drops a warning that holds one: Go's `unicode.IsControl`, the same
+/// set as [`char::is_control`]), and the ones that break a line or reorder how the rest reads
+/// (line and paragraph separators, bidirectional controls), so that a message stays one honest
+/// line.
+fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}')
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// `s` with every [`must_escape`] character written as its Rust escape (`\n`, `\t`, `\u{1b}`,
+/// `\u{202e}`); everything else, backslashes included, as it is.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(must_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if must_escape(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`printable`] `s`, cut to at most `max` characters with `…` marking the cut. An escape is
+/// never split: it goes whole or not at all.
+fn printable_cut(s: &str, max: usize) -> String {
+    let escaped = printable(s);
+    if escaped.chars().count() <= max {
+        return escaped.into_owned();
+    }
+    let mut out = String::new();
+    let mut count = 0;
+    for c in s.chars() {
+        let piece: String = if must_escape(c) { c.escape_debug().collect() } else { c.to_string() };
+        let len = piece.chars().count();
+        if count + len > max - 1 {
+            break;
+        }
+        out.push_str(&piece);
+        count += len;
+    }
+    out.push('…');
+    out
 }
 
 /// `metadata.labels` / `metadata.annotations` value of `key`, if it is a string.
@@ -192,7 +250,8 @@ mod tests {
     fn a_warning_is_one_line_under_the_limit() {
         let long = "x".repeat(200);
         assert_eq!(fitting_warning(long.clone(), "short"), "short");
-        assert_eq!(fitting_warning("two\nlines".into(), "one line"), "one line");
+        assert_eq!(fitting_warning("two\nlines".into(), "one line"), "two\nlines", "escaped, it is one line");
+        assert_eq!(fitting_warning(format!("{}\u{1b}", "x".repeat(114)), "short"), "short", "the escape counts");
         assert_eq!(fitting_warning("fine".into(), "short"), "fine");
         let mut findings = Findings::default();
         findings.warn(format!("{long}é"));
@@ -200,5 +259,42 @@ mod tests {
         assert_eq!(findings.warnings[0].chars().count(), MAX_WARNING_CHARS - 1);
         assert!(findings.warnings[0].ends_with('…'));
         assert_eq!(findings.warnings[1], "fine");
+    }
+
+    #[test]
+    fn user_text_in_warnings_and_denials_is_escaped() {
+        let mut findings = Findings::default();
+        findings.warn("route api\nx\u{1b}[31m\t\u{7f}\u{85}\u{202e}\u{2028}\\n é");
+        assert_eq!(findings.warnings[0], r"route api\nx\u{1b}[31m\t\u{7f}\u{85}\u{202e}\u{2028}\n é");
+        findings.deny("r", "Ingress a/b\r\n: \u{0}");
+        assert_eq!(findings.denials[0].message, r"Ingress a/b\r\n: \0");
+        assert_eq!(shorten("a\u{1b}b", 24), r"a\u{1b}b");
+        // Nothing that is already printable changes, backslashes included.
+        assert_eq!(printable(r"\d+ \n"), r"\d+ \n");
+        assert!(matches!(printable("plain ünïcode ✓"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn escapes_count_towards_the_limits_and_are_never_split() {
+        for n in 0..130 {
+            for c in ['\u{1}', '\u{1b}', '\n', 'é', '\u{2069}'] {
+                let text = format!("{}{}", "x".repeat(n), c.to_string().repeat(40));
+                let mut findings = Findings::default();
+                findings.warn(text.clone());
+                let warning = &findings.warnings[0];
+                assert!(warning.chars().count() < MAX_WARNING_CHARS, "{warning}");
+                assert!(!warning.chars().any(must_escape), "{warning:?}");
+                // A cut warning is the escaped form of a prefix of the text: no escape is split.
+                match warning.strip_suffix('…') {
+                    Some(kept) => assert!(
+                        (0..text.chars().count()).any(|k| printable(&text.chars().take(k).collect::<String>()) == kept),
+                        "split escape: {warning}"
+                    ),
+                    None => assert_eq!(*warning, printable(&text)),
+                }
+                let short = shorten(&text, 24);
+                assert!(short.chars().count() <= 24, "{short}");
+            }
+        }
     }
 }

@@ -15,35 +15,82 @@ pub const END_MARKER: &str = "# divert-webhook end";
 
 /// nginx variable holding the client's baggage while its `okteto-divert` members are removed.
 const VARIABLE: &str = "$okteto_divert_baggage";
+/// nginx variable holding the same while a wide pass has work to do, else empty.
+const REST_VARIABLE: &str = "$okteto_divert_rest";
 
-/// How many separate runs of client `okteto-divert` members the block removes (consecutive
-/// members form one run). nginx has no loops; beyond this the request is refused (400) rather
-/// than routed with a stale key or stripped of other systems' members.
-pub const REMOVAL_ROUNDS: usize = 4;
+/// Pieces of the client's baggage one wide pass keeps: the text between runs of `okteto-divert`
+/// members (consecutive members form one run), one named capture each. nginx has no loops and
+/// a regex gives back at most as many pieces as it has captures, so a pass removes up to this
+/// many runs less one; the last capture keeps the rest for the next pass. nginx refuses a
+/// configuration word of 4096 bytes or more, which bounds a pass's regex (171 pieces: 3.3 KB).
+const PIECES_PER_WIDE_PASS: usize = 171;
+
+/// Wide passes after the first, narrow one (which removes one run, what clients send): together
+/// they remove the most runs (511) a `baggage` line holds that nginx accepts with its default
+/// header buffers, which ingress-nginx keeps (`large_client_header_buffers 4 8k`: a header line
+/// of at most 8 KiB). A client with more (several `baggage` lines, which nginx ≥ 1.23 joins, or
+/// an operator's larger buffers) is refused (400) rather than routed with a stale key or
+/// stripped of other systems' members.
+const WIDE_PASSES: usize = 3;
+
+/// Optional whitespace and the key of an `okteto-divert` member, after its comma.
+fn member_key() -> String {
+    format!("[ \\t]*{BAGGAGE_MEMBER}[ \\t]*=")
+}
+
+/// The first pass over the client's value held as `,member,member…`: the other members before
+/// the first run of `okteto-divert` members (`$1`) and everything after that run (`$2`). Every
+/// repetition is possessive and goes member by member (a member either is an `okteto-divert`
+/// one or is not), so nothing is tried twice, and with two captures PCRE's work per member is
+/// small: this is the pass every request with baggage meets.
+fn first_pass_regex() -> String {
+    let key = member_key();
+    format!("^((?:,(?!{key})[^,]*+)*+)(?:,{key}[^,]*+)++(.*)")
+}
+
+/// A wide pass: group 1 matches a run of other members, group 2 a run of `okteto-divert`
+/// members (possessive, as in the first pass); `od1`… capture the runs of other members in
+/// turn, the last one everything after them. It only runs on [`REST_VARIABLE`], which holds
+/// the value only when an `okteto-divert` member is left (so never for ordinary requests,
+/// whatever the size of their baggage: PCRE's work per member grows with the number of
+/// captures); `(?=,)` fails at once on the empty value.
+fn wide_pass_regex() -> String {
+    let key = member_key();
+    let mut regex = format!("^(?=,)(?(DEFINE)((?:,(?!{key})[^,]*+)*+)((?:,{key}[^,]*+)*+))");
+    for piece in 1..PIECES_PER_WIDE_PASS {
+        regex.push_str(&format!("(?<od{piece}>(?1))(?2)"));
+    }
+    regex.push_str(&format!("(?<od{PIECES_PER_WIDE_PASS}>.*)"));
+    regex
+}
 
 /// The block for divert key `key` (a DNS-1123 label: checked by the caller, so it cannot inject
 /// nginx syntax), marker lines included, each line ending in `\n`.
 ///
 /// The client's baggage is held as `,member,member…`, so every member starts with a comma and a
-/// `;okteto-divert=…` property can never be taken for a member. Each round cuts one run of
-/// `okteto-divert` members out, keeping the other members byte for byte; the result is sent as
-/// `okteto-divert=<key>` followed by what is left.
+/// `;okteto-divert=…` property can never be taken for a member. Each pass keeps the text
+/// between runs of `okteto-divert` members (the other members, byte for byte); the result is
+/// sent as `okteto-divert=<key>` followed by what is left.
 pub fn divert_block(key: &str, legacy_header: bool) -> String {
-    let member_pattern = format!(",[ \\t]*{BAGGAGE_MEMBER}[ \\t]*=");
     let mut block = String::new();
     let mut line = |s: &str| {
         block.push_str(s);
         block.push('\n');
     };
+    let member = member_key();
     line(BEGIN_MARKER);
     line("# Written by divert-webhook from divert.okteto.com/header; edits between the markers are replaced.");
     line(&format!("set {VARIABLE} \"\";"));
     line(&format!("if ($http_baggage ~ \"[^ \\t]\") {{ set {VARIABLE} \",$http_baggage\"; }}"));
-    for _ in 0..REMOVAL_ROUNDS {
-        line(&format!("if ({VARIABLE} ~ \"^(.*?)(?:{member_pattern}[^,]*)+(.*)$\") {{ set {VARIABLE} \"$1$2\"; }}"));
+    line(&format!("if ({VARIABLE} ~ \"{}\") {{ set {VARIABLE} \"$1$2\"; }}", first_pass_regex()));
+    let pieces: String = (1..=PIECES_PER_WIDE_PASS).map(|piece| format!("$od{piece}")).collect();
+    for _ in 0..WIDE_PASSES {
+        line(&format!("set {REST_VARIABLE} \"\";"));
+        line(&format!("if ({VARIABLE} ~ \",{member}\") {{ set {REST_VARIABLE} {VARIABLE}; }}"));
+        line(&format!("if ({REST_VARIABLE} ~ \"{}\") {{ set {VARIABLE} \"{pieces}\"; }}", wide_pass_regex()));
     }
     line(&format!(
-        "if ({VARIABLE} ~ \"{member_pattern}\") {{ return 400 \"baggage: too many separate {BAGGAGE_MEMBER} members\\n\"; }}"
+        "if ({VARIABLE} ~ \",{member}\") {{ return 400 \"baggage: too many separate {BAGGAGE_MEMBER} members\\n\"; }}"
     ));
     line(&format!("proxy_set_header {BAGGAGE_HEADER} \"{BAGGAGE_MEMBER}={key}{VARIABLE}\";"));
     if legacy_header {
@@ -237,6 +284,10 @@ fn tokenize(text: &str) -> Vec<Directive> {
                 }
             }
             '\\' => unescape(chars.next(), word.get_or_insert_default(), &mut line),
+            // As nginx reads them: `${name}` is a variable inside the word, and a `}` that does
+            // not start a word is part of it; only at a word's start does a brace end a block.
+            '{' if word.as_deref().is_some_and(|w| w.ends_with('$')) => word.get_or_insert_default().push(c),
+            '}' if word.is_some() => word.get_or_insert_default().push(c),
             ';' | '{' | '}' => {
                 push_word(&mut word, &mut current, word_line);
                 finish(&mut current, &mut directives);
@@ -434,6 +485,32 @@ mod tests {
         assert!(divert_block("cindy", true).contains("proxy_set_header baggage.okteto-divert \"cindy\";"));
     }
 
+    /// The longest request header line nginx (and ingress-nginx) accepts by default.
+    const MAX_HEADER_LINE: usize = 8192;
+    /// nginx refuses a configuration word of this many bytes or more ("too long parameter").
+    const MAX_CONFIG_WORD: usize = 4096;
+
+    #[test]
+    fn the_passes_cover_a_header_line_of_the_largest_size_nginx_accepts() {
+        // The shortest run and separator: `,okteto-divert=` then an empty member `,`. The held
+        // value is a comma and the header's value, which is the line less `baggage:` and CRLF.
+        let held = 1 + MAX_HEADER_LINE - "baggage:".len() - 2;
+        let most_runs = (held + 1) / ",okteto-divert=,".len();
+        assert_eq!(most_runs, 511);
+        let runs = |wide_passes: usize, pieces: usize| 1 + wide_passes * (pieces - 1);
+        assert!(runs(WIDE_PASSES, PIECES_PER_WIDE_PASS) >= most_runs);
+        // One pass or one piece fewer would not do: the block is no bigger than it must be.
+        assert!(runs(WIDE_PASSES - 1, PIECES_PER_WIDE_PASS) < most_runs);
+        assert!(runs(WIDE_PASSES, PIECES_PER_WIDE_PASS - 1) < most_runs);
+        // Every word nginx reads stays under its limit (the regex is the longest).
+        let block = divert_block("a".repeat(63).as_str(), true);
+        for directive in tokenize(&block) {
+            for word in &directive.words {
+                assert!(word.len() < MAX_CONFIG_WORD, "{} bytes: {}…", word.len(), &word[..40]);
+            }
+        }
+    }
+
     #[test]
     fn blocks_are_replaced_in_place_and_user_lines_kept() {
         let old = divert_block("bob", false);
@@ -479,7 +556,8 @@ mod tests {
                        more_set_input_headers -r -t 'text/html' \"baggage: a=1\" 'X-A:  b';\n\
                        if ($http_x) { proxy_set_header X-Q \"a\\\"b\"; }\n\
                        proxy_set_header\n  X-Split\n  \"multi\nline\";\n\
-                       a\\tb 'c\\d' \\;;\n";
+                       a\\tb 'c\\d' \\;;\n\
+                       set $x ${http_a}b}c;}\n";
         let directives = user_directives(snippet);
         let words: Vec<(usize, Vec<&str>)> =
             directives.iter().map(|d| (d.line, d.words.iter().map(String::as_str).collect())).collect();
@@ -492,6 +570,7 @@ mod tests {
                 (3, vec!["proxy_set_header", "X-Q", "a\"b"]),
                 (4, vec!["proxy_set_header", "X-Split", "multi\nline"]),
                 (8, vec!["a\tb", "c\\d", "\\;"]),
+                (9, vec!["set", "$x", "${http_a}b}c"]),
             ]
         );
         let headers: Vec<HeaderMention> = directives.iter().flat_map(header_mentions).collect();
@@ -512,7 +591,7 @@ mod tests {
         );
         let reads: Vec<(&str, &str)> =
             headers.iter().filter(|h| h.used == HeaderUse::Reads).map(|h| (h.by.as_str(), h.name.as_str())).collect();
-        assert_eq!(reads, vec![("$http_x", "x")]);
+        assert_eq!(reads, vec![("$http_x", "x"), ("${http_a}", "a")]);
     }
 
     /// (directive name or variable, use, header name, value) of every header `snippet` names.

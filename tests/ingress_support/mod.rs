@@ -15,6 +15,21 @@ pub const SNIPPET: &str = "nginx.ingress.kubernetes.io/configuration-snippet";
 pub const BEGIN: &str = "# divert-webhook begin";
 pub const END: &str = "# divert-webhook end";
 
+/// The block as every version before issue 8 wrote it (for key `bob`): four removal rounds,
+/// then 400. Objects stored then still hold it; it must be found and rewritten in place.
+pub const EARLIER_BLOCK_BOB: &str = r#"# divert-webhook begin
+# Written by divert-webhook from divert.okteto.com/header; edits between the markers are replaced.
+set $okteto_divert_baggage "";
+if ($http_baggage ~ "[^ \t]") { set $okteto_divert_baggage ",$http_baggage"; }
+if ($okteto_divert_baggage ~ "^(.*?)(?:,[ \t]*okteto-divert[ \t]*=[^,]*)+(.*)$") { set $okteto_divert_baggage "$1$2"; }
+if ($okteto_divert_baggage ~ "^(.*?)(?:,[ \t]*okteto-divert[ \t]*=[^,]*)+(.*)$") { set $okteto_divert_baggage "$1$2"; }
+if ($okteto_divert_baggage ~ "^(.*?)(?:,[ \t]*okteto-divert[ \t]*=[^,]*)+(.*)$") { set $okteto_divert_baggage "$1$2"; }
+if ($okteto_divert_baggage ~ "^(.*?)(?:,[ \t]*okteto-divert[ \t]*=[^,]*)+(.*)$") { set $okteto_divert_baggage "$1$2"; }
+if ($okteto_divert_baggage ~ ",[ \t]*okteto-divert[ \t]*=") { return 400 "baggage: too many separate okteto-divert members\n"; }
+proxy_set_header baggage "okteto-divert=bob$okteto_divert_baggage";
+# divert-webhook end
+"#;
+
 pub fn nginx_settings(legacy_header: bool) -> Settings {
     let mut settings = Settings::new(Driver::Nginx, Selector::everything(), Some("divert-system"), &[]);
     settings.legacy_header = legacy_header;

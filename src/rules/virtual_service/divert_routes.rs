@@ -9,7 +9,7 @@
 //! Malformed divert entries are skipped without a warning: validation (§7) denies them with
 //! the full message, and a second, vaguer sentence here would only repeat it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -80,6 +80,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
 
     let (removed, originals): (Vec<Value>, Vec<Value>) =
         std::mem::take(http).into_iter().partition(|route| route_name(route).is_some_and(is_generated_name));
+    let clone_suffixes = clone_suffixes(&originals);
     let mut warnings = Vec::new();
     let mut clones: Vec<Vec<Value>> = vec![Vec::new(); originals.len()];
     let mut generated: BTreeSet<String> = BTreeSet::new();
@@ -91,6 +92,14 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         if selected.is_empty() && entry.routes.is_none() {
             warnings.push(format!("divert of {key}: this VirtualService has no http routes"));
         }
+        if entry.routes.is_none() && !originals.is_empty() && originals.iter().all(is_map_not_forwarding) {
+            // A root VirtualService whose routes all delegate: without this nothing would say
+            // that the entry diverts nothing (a route named in `routes` is warned about below).
+            warnings.push(format!(
+                "divert of {key}: no http route here forwards{}; nothing is diverted",
+                delegation_note(&originals)
+            ));
+        }
         for (index, named) in selected {
             if findings.out_of_time() {
                 return; // the review is abandoned; what is half built here is thrown away
@@ -99,7 +108,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
             if !cloned.insert((entry.key.as_str(), index)) {
                 continue; // two entries for the same developer select the same route
             }
-            let name = clone_name(&entry.key, route, index);
+            let name = clone_name(&entry.key, &clone_suffixes[index]);
             let label = route_label(route, index);
             if generated.contains(&name) {
                 // e.g. developer `a` on route `b-c` and developer `a-b` on route `c`
@@ -385,26 +394,35 @@ fn select_routes<R: std::borrow::Borrow<Value>>(
     let key = short(&entry.key);
     let mut selected = Vec::new();
     for name in names {
-        let mut same_name = originals.iter().enumerate().filter(|(_, r)| route_name(r.borrow()) == Some(name.as_str()));
-        match same_name.next() {
-            Some((i, _)) => {
-                selected.push((i, true));
-                // Istio's own validation allows it; divert cannot tell which one was meant.
-                if same_name.next().is_some() {
-                    warnings.push(format!(
-                        "divert of {key}: several http routes are named {}; only the first is diverted",
-                        short(name)
-                    ));
-                }
-            }
-            None if other_route_names.contains(name) => warnings.push(format!(
+        // Names need not be unique (Istio allows it): a name selects every route that has it.
+        let before = selected.len();
+        selected.extend(
+            originals.iter().enumerate().filter(|(_, r)| route_name(r.borrow()) == Some(name.as_str())).map(|(i, _)| (i, true)),
+        );
+        if selected.len() > before {
+            continue;
+        }
+        if other_route_names.contains(name) {
+            warnings.push(format!(
                 "divert of {key}: route {} is a tcp/tls route; only http routes are diverted",
                 short(name)
-            )),
-            None => warnings.push(format!("divert of {key}: there is no http route named {}", short(name))),
+            ));
+        } else {
+            warnings.push(format!("divert of {key}: there is no http route named {}", short(name)));
         }
     }
     selected
+}
+
+/// A route that is a map and redirects, answers or delegates.
+fn is_map_not_forwarding(route: &Value) -> bool {
+    route.as_object().is_some_and(|route| !forwards(route))
+}
+
+/// Said when an entry diverts nothing because no route forwards: delegation is named, since
+/// the delegate VirtualServices are not diverted either (SPEC §4.7).
+fn delegation_note(routes: &[Value]) -> &'static str {
+    if routes.iter().any(|r| r.get("delegate").is_some()) { " (delegates are not diverted)" } else { "" }
 }
 
 /// `name` of a route, if it is a non-empty string.
@@ -422,12 +440,25 @@ pub fn is_generated_name(name: &str) -> bool {
     name.starts_with(GENERATED_ROUTE_PREFIX)
 }
 
-/// `okteto-divert-<key>-<name>`, or `…-<index>` for an unnamed route (SPEC §4.1).
-fn clone_name(key: &str, route: &Value, index: usize) -> String {
-    match route_name(route) {
-        Some(name) => format!("{GENERATED_ROUTE_PREFIX}{key}-{name}"),
-        None => format!("{GENERATED_ROUTE_PREFIX}{key}-{index}"),
+/// What follows `okteto-divert-<key>-` in the clone name of each original route (SPEC §4.1):
+/// its name; its zero-based position among the original http routes when it has none; both,
+/// `<name>-<position>`, when an earlier route already has its name.
+fn clone_suffixes(originals: &[Value]) -> Vec<String> {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(originals.len());
+    let mut suffixes = Vec::with_capacity(originals.len());
+    for (index, route) in originals.iter().enumerate() {
+        suffixes.push(match route_name(route) {
+            Some(name) if seen.insert(name) => name.to_string(),
+            Some(name) => format!("{name}-{index}"),
+            None => index.to_string(),
+        });
     }
+    suffixes
+}
+
+/// `okteto-divert-<key>-<suffix>`, the suffix from [`clone_suffixes`].
+fn clone_name(key: &str, suffix: &str) -> String {
+    format!("{GENERATED_ROUTE_PREFIX}{key}-{suffix}")
 }
 
 /// How warnings name a route: its name, or `spec.http[i]`.
@@ -789,16 +820,84 @@ mod tests {
     }
 
     #[test]
-    fn a_name_shared_by_two_routes_diverts_the_first_with_a_warning() {
+    fn a_name_shared_by_several_routes_diverts_each_of_them() {
         let spec = json!({"hosts": ["h"], "http": [
             {"name": "dup", "match": [{"uri": {"prefix": "/a"}}], "route": [{"destination": {"host": "a"}}]},
-            {"name": "dup", "route": [{"destination": {"host": "b"}}]},
+            {"route": [{"destination": {"host": "c"}}]},
+            {"name": "dup", "match": [{"uri": {"prefix": "/b"}}], "route": [{"destination": {"host": "b"}}]},
+            {"name": "dup", "route": [{"destination": {"host": "d"}}]},
         ]});
-        let object = vs(json!({ HASH: r#"{"namespace":"cindy","routes":["dup"]}"# }), spec);
+        for routes in [r#""routes":["dup"]"#, r#""routes":["dup","dup"]"#, r#""routes":[]"#] {
+            let object = vs(json!({ HASH: format!(r#"{{"namespace":"cindy",{routes}}}"#) }), spec.clone());
+            let (out, warnings) = run(&object, &Settings::default());
+            let mut want = vec!["okteto-divert-cindy-dup", "dup"];
+            if routes.contains("[]") {
+                want.extend(["okteto-divert-cindy-1", "-"]);
+            } else {
+                want.push("-");
+            }
+            want.extend(["okteto-divert-cindy-dup-2", "dup", "okteto-divert-cindy-dup-3", "dup"]);
+            assert_eq!(names(&out), want, "{routes}");
+            assert!(warnings.is_empty(), "{routes}: {warnings:?}");
+            let (again, _) = run(&out, &Settings::default());
+            assert_eq!(again, out, "{routes}");
+        }
+    }
+
+    #[test]
+    fn clone_names_follow_the_names_and_positions_of_the_originals() {
+        let routes = [
+            json!({"name": "a"}),
+            json!({}),
+            json!({"name": "a"}),
+            json!({"name": ""}),
+            json!({"name": "b"}),
+            json!({"name": "a"}),
+        ];
+        assert_eq!(clone_suffixes(&routes), ["a", "1", "a-2", "3", "b", "a-5"]);
+    }
+
+    #[test]
+    fn a_repeated_name_can_clash_with_a_route_named_like_its_clone() {
+        // `dup` at position 1 would be cloned as okteto-divert-cindy-dup-1, the clone name of
+        // the route named `dup-1`: the first in order gets it, the other is reported.
+        let spec = json!({"hosts": ["h"], "http": [
+            {"name": "dup", "route": [{"destination": {"host": "a"}}]},
+            {"name": "dup", "route": [{"destination": {"host": "b"}}]},
+            {"name": "dup-1", "route": [{"destination": {"host": "c"}}]},
+        ]});
+        let object = vs(json!({ HASH: r#"{"namespace":"cindy"}"# }), spec);
         let (out, warnings) = run(&object, &Settings::default());
-        assert_eq!(names(&out), ["okteto-divert-cindy-dup", "dup", "dup"]);
-        assert_eq!(out["spec"]["http"][0]["route"][0]["destination"]["host"], "a.cindy.svc.cluster.local");
-        assert_eq!(warnings, ["divert of cindy: several http routes are named dup; only the first is diverted"]);
+        assert_eq!(names(&out), ["okteto-divert-cindy-dup", "dup", "okteto-divert-cindy-dup-1", "dup", "dup-1"]);
+        assert_eq!(warnings, ["divert of cindy: route dup-1 would get a clone name already in use; rename it"]);
+        let (again, warnings_again) = run(&out, &Settings::default());
+        assert_eq!((again, warnings_again), (out, warnings));
+    }
+
+    #[test]
+    fn an_entry_on_routes_that_only_delegate_is_warned_about() {
+        let delegating = json!({"hosts": ["h"], "http": [
+            {"name": "a", "match": [{"uri": {"prefix": "/a"}}], "delegate": {"name": "a", "namespace": "staging"}},
+            {"name": "b", "delegate": {"name": "b"}},
+        ]});
+        let object = vs(json!({ HASH: r#"{"namespace":"cindy"}"# }), delegating);
+        let (out, warnings) = run(&object, &Settings::default());
+        assert_eq!(out, object);
+        assert_eq!(
+            warnings,
+            ["divert of cindy: no http route here forwards (delegates are not diverted); nothing is diverted"]
+        );
+        let redirecting = json!({"hosts": ["h"], "http": [{"redirect": {"uri": "/x"}}]});
+        let (_, warnings) = run(&vs(json!({ HASH: r#"{"namespace":"cindy"}"# }), redirecting), &Settings::default());
+        assert_eq!(warnings, ["divert of cindy: no http route here forwards; nothing is diverted"]);
+        // One route that forwards is enough: the others are skipped silently, as before.
+        let mixed = json!({"hosts": ["h"], "http": [
+            {"name": "a", "delegate": {"name": "a"}},
+            {"name": "b", "route": [{"destination": {"host": "b"}}]},
+        ]});
+        let (out, warnings) = run(&vs(json!({ HASH: r#"{"namespace":"cindy"}"# }), mixed), &Settings::default());
+        assert_eq!(names(&out), ["a", "okteto-divert-cindy-b", "b"]);
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]
