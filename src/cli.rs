@@ -11,7 +11,9 @@ use crate::manifests;
 use crate::review::{self, Endpoint};
 use crate::selector::Selector;
 use crate::server::{self, ServeArgs};
-use crate::settings::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, Driver, Settings};
+use crate::settings::{
+    DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, DEFAULT_MAX_REGEX_PROGRAM_SIZE, Driver, Settings,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -94,6 +96,10 @@ pub struct RuleArgs {
     /// Cluster DNS domain used in rewritten destination hosts.
     #[arg(long, env = "DIVERT_WEBHOOK_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// Largest RE2 program size a regex may compile to (Envoy's re2.max_program_size.error_level, as Istio sets it).
+    #[arg(long, env = "DIVERT_WEBHOOK_MAX_REGEX_PROGRAM_SIZE", default_value_t = DEFAULT_MAX_REGEX_PROGRAM_SIZE as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_regex_program_size: u32,
 }
 
 impl RuleArgs {
@@ -106,6 +112,7 @@ impl RuleArgs {
             Settings::new(self.driver, self.managed_selector.clone(), own.as_deref(), &self.protected_namespaces);
         settings.legacy_header = self.legacy_header;
         settings.cluster_domain = self.cluster_domain.trim_matches('.').to_string();
+        settings.max_regex_program_size = self.max_regex_program_size as usize;
         settings
     }
 }

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod manifests;
 pub mod patch;
+pub mod re2;
 pub mod review;
 pub mod rules;
 pub mod selector;

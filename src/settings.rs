@@ -50,6 +50,8 @@ pub const BUILTIN_PROTECTED_NAMESPACES: &[&str] = &[
 
 pub const DEFAULT_MANAGED_SELECTOR: &str = "dev.okteto.com/okteto-managed=true";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// The `re2.max_program_size.error_level` Istio's bootstrap gives Envoy (SPEC §7).
+pub const DEFAULT_MAX_REGEX_PROGRAM_SIZE: usize = 32768;
 
 /// Everything the rules need from the operator. Built once at start; read-only afterwards.
 #[derive(Clone, Debug)]
@@ -61,6 +63,8 @@ pub struct Settings {
     /// Accept the deprecated `baggage.okteto-divert` header (SPEC §2).
     pub legacy_header: bool,
     pub cluster_domain: String,
+    /// A regex whose RE2 program is larger is denied (SPEC §7): Envoy would reject it.
+    pub max_regex_program_size: usize,
 }
 
 impl Default for Settings {
@@ -92,6 +96,7 @@ impl Settings {
             protected_namespaces: protected,
             legacy_header: false,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
+            max_regex_program_size: DEFAULT_MAX_REGEX_PROGRAM_SIZE,
         }
     }
 
