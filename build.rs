@@ -29,7 +29,9 @@ fn main() {
     };
     println!("cargo::rerun-if-changed={}", libre2.display());
     if library_path(&compiler, "libstdc++.a").is_none() {
-        fail("the static C++ library (libstdc++.a) is missing; install Debian's g++ (bash scripts/install-build-deps.sh)");
+        fail(
+            "the static C++ library (libstdc++.a) is missing; install Debian's g++ (bash scripts/install-build-deps.sh)",
+        );
     }
 
     build.compile("divert_re2_shim");

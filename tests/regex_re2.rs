@@ -187,8 +187,24 @@ fn generated_patterns(count: usize) -> Vec<String> {
     const ANCHORS: &[&str] = &["^", "$", "\\A", "\\z", "\\b", "\\B", "(?m:^)"];
     const FLAGS: &[&str] = &["(?i)", "(?s)", "(?m)", "(?U)", "(?i-s)", "(?x)", "(?u)", "(?)"];
     const INVALID: &[&str] = &[
-        "(", ")", "(?=a)", "(?!a)", "(?<=a)", "(?<!a)", "\\1", "**", "a++", "[z-a]", "\\e", "[[:foo:]]", "x{2,1}",
-        "\\u0041", "[", "(?P<1>a)", "(?P<n>a)(?P<n>b)", "\\",
+        "(",
+        ")",
+        "(?=a)",
+        "(?!a)",
+        "(?<=a)",
+        "(?<!a)",
+        "\\1",
+        "**",
+        "a++",
+        "[z-a]",
+        "\\e",
+        "[[:foo:]]",
+        "x{2,1}",
+        "\\u0041",
+        "[",
+        "(?P<1>a)",
+        "(?P<n>a)(?P<n>b)",
+        "\\",
     ];
     const COUNTS: &[u32] = &[0, 1, 2, 3, 5, 10, 16, 64, 100, 255, 500, 1000, 1001];
 
@@ -440,4 +456,20 @@ fn corpus_and_generated_regexes_agree_with_google_re2() {
     for (pattern, python) in corpus.iter().zip(&python) {
         assert_eq!(re2::compile(pattern).ok(), python.clone().ok(), "corpus regex {pattern:?}");
     }
+}
+
+/// docs/validation.md quotes the real messages for tests/fixtures/invalid-regexes.yaml.
+#[test]
+fn the_validation_doc_quotes_the_real_regex_denials() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let doc = std::fs::read_to_string(format!("{root}/docs/validation.md")).unwrap();
+    let marker = "Real output of `divert-webhook check -f tests/fixtures/invalid-regexes.yaml`";
+    let after = &doc[doc.find(marker).expect("the doc names the fixture")..];
+    let block = after.split("```\n").nth(1).expect("a fenced block after it");
+    let fixture = std::fs::read_to_string(format!("{root}/tests/fixtures/invalid-regexes.yaml")).unwrap();
+    let report = divert_webhook::manifests::check_documents(&fixture, &Settings::default());
+    let denials: Vec<&str> =
+        report.stderr.iter().filter_map(|l| l.strip_prefix("denied: ")).filter(|l| l.contains(": spec.")).collect();
+    assert_eq!(denials.len(), 8, "{:?}", report.stderr);
+    assert_eq!(block, denials.join("\n") + "\n");
 }

@@ -6,7 +6,8 @@
 //! - the wrong header forms of SPEC §2 in any http header match (`headers`, `withoutHeaders`) or
 //!   header operation (`headers.request`/`response` `set`/`add`/`remove`, on the route and on
 //!   each destination);
-//! - regexes RE2 would reject, or longer than 1024 bytes (istiod's limit), in any `StringMatch`
+//! - regexes Envoy would refuse (RE2 itself refuses them, or their RE2 program is larger than
+//!   `--max-regex-program-size`), or longer than 1024 bytes (istiod's limit), in any `StringMatch`
 //!   of an http route (`uri`, `scheme`, `method`, `authority`, `headers`, `withoutHeaders`,
 //!   `queryParams`, `corsPolicy.allowOrigins`) and in `rewrite.uriRegexRewrite.match`: Envoy
 //!   compiles all of them with RE2 (and istiod checks them all).
@@ -243,16 +244,16 @@ impl Check<'_> {
                  shorten it or split the match into several match entries"
             ),
             Some(RegexProblem::Refused(refusal)) if refusal.kind == ErrorKind::PatternTooLarge => format!(
-                "regex {} is too large for RE2, which Envoy compiles it with (RE2: {}; the program size \
+                "regex {} is too large for RE2, which Envoy uses (RE2: {}; the program size \
                  limit is {limit}); {SHRINK}",
                 quoted_excerpt(pattern),
                 refusal.reason
             ),
             Some(RegexProblem::Refused(refusal)) => format!(
-                "regex {} is not valid RE2, which Envoy compiles it with (RE2: {}); \
+                "regex {} is not valid RE2, which Envoy uses (RE2: {}); \
                  rewrite it in RE2 syntax: https://github.com/google/re2/wiki/Syntax",
                 quoted_excerpt(pattern),
-                refusal_text(&refusal)
+                refusal_text(&refusal, pattern)
             ),
             Some(RegexProblem::ProgramTooLarge { size, limit }) => format!(
                 "regex {} compiles to an RE2 program of size {size}, above the limit of {limit} \
@@ -299,9 +300,9 @@ fn segment(key: &str) -> String {
 const SHRINK: &str = "make it smaller: lower repetition counts (x{1,64} is 64 copies of x) and ASCII classes \
                       ([a-zA-Z0-9]) instead of Unicode ones (\\pL, \\pN)";
 
-/// RE2's refusal in words: its reason, the part of the pattern it names (quoted, shortened
-/// past 40 characters), and what it means where RE2's words leave it unsaid.
-fn refusal_text(refusal: &Refusal) -> String {
+/// RE2's refusal of `pattern` in words: its reason, the part of the pattern it names (quoted,
+/// shortened past 40 characters), and what it means where RE2's words leave it unsaid.
+fn refusal_text(refusal: &Refusal, pattern: &str) -> String {
     let argument = &refusal.argument;
     let mut text = refusal.reason.clone();
     if !argument.is_empty() {
@@ -316,9 +317,13 @@ fn refusal_text(refusal: &Refusal) -> String {
         ErrorKind::BadPerlOp if argument.starts_with("(?=") || argument.starts_with("(?!") => {
             "; look-ahead is not supported"
         }
-        ErrorKind::BadPerlOp if argument.starts_with("(?<") => {
-            "; look-behind is not supported, and a named group is written (?P<name>...)"
+        ErrorKind::BadPerlOp
+            if argument.starts_with("(?<") && (pattern.contains("(?<=") || pattern.contains("(?<!")) =>
+        {
+            "; look-behind is not supported"
         }
+        // Newer RE2 (and Go) take `(?<name>`; the RE2 linked here is older (docs/validation.md).
+        ErrorKind::BadPerlOp if argument.starts_with("(?<") => "; write a named group as (?P<name>...)",
         ErrorKind::RepeatSize => "; counts go up to 1000, nested ones multiplied",
         _ => "",
     };

@@ -69,7 +69,10 @@ mod tests {
         assert_eq!(limit, LIMIT);
         assert!(size > 80_000, "{size}");
         assert_eq!(problem(unicode_identifier, size), None);
-        assert_eq!(problem(unicode_identifier, size - 1), Some(RegexProblem::ProgramTooLarge { size, limit: size - 1 }));
+        assert_eq!(
+            problem(unicode_identifier, size - 1),
+            Some(RegexProblem::ProgramTooLarge { size, limit: size - 1 })
+        );
     }
 
     #[test]
