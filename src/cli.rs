@@ -12,7 +12,8 @@ use crate::review::{self, Endpoint};
 use crate::selector::Selector;
 use crate::server::{self, ServeArgs};
 use crate::settings::{
-    DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, DEFAULT_MAX_GENERATED_ROUTES, Driver, Settings, parse_cluster_domain,
+    DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, DEFAULT_MAX_GENERATED_ROUTES, DEFAULT_MAX_REGEX_PROGRAM_SIZE,
+    Driver, Settings, parse_cluster_domain,
 };
 
 #[derive(Parser, Debug)]
@@ -99,6 +100,10 @@ pub struct RuleArgs {
     /// Most routes divert may generate on one VirtualService; above it the object is left unchanged and denied.
     #[arg(long, env = "DIVERT_WEBHOOK_MAX_GENERATED_ROUTES", default_value_t = DEFAULT_MAX_GENERATED_ROUTES)]
     pub max_generated_routes: usize,
+    /// Largest RE2 program size a regex may compile to (Envoy's re2.max_program_size.error_level, as Istio sets it).
+    #[arg(long, env = "DIVERT_WEBHOOK_MAX_REGEX_PROGRAM_SIZE", default_value_t = DEFAULT_MAX_REGEX_PROGRAM_SIZE as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_regex_program_size: u32,
 }
 
 impl RuleArgs {
@@ -112,6 +117,7 @@ impl RuleArgs {
         settings.legacy_header = self.legacy_header;
         settings.cluster_domain = self.cluster_domain.clone();
         settings.max_generated_routes = self.max_generated_routes;
+        settings.max_regex_program_size = self.max_regex_program_size as usize;
         settings
     }
 }

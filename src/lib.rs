@@ -8,6 +8,7 @@ pub mod cli;
 pub mod deadline;
 pub mod manifests;
 pub mod patch;
+pub mod re2;
 pub mod review;
 pub mod rules;
 pub mod selector;

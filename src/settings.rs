@@ -75,6 +75,8 @@ pub fn parse_cluster_domain(value: &str) -> Result<String, String> {
         Some(problem) => Err(format!("{problem}; give the cluster's DNS domain, as in {DEFAULT_CLUSTER_DOMAIN}")),
     }
 }
+/// The `re2.max_program_size.error_level` Istio's bootstrap gives Envoy (SPEC §7).
+pub const DEFAULT_MAX_REGEX_PROGRAM_SIZE: usize = 32768;
 
 /// Everything the rules need from the operator. Built once at start; read-only afterwards.
 #[derive(Clone, Debug)]
@@ -89,6 +91,8 @@ pub struct Settings {
     /// SPEC §7 size: a mutation that would generate more routes than this is not done, and
     /// the object is denied.
     pub max_generated_routes: usize,
+    /// A regex whose RE2 program is larger is denied (SPEC §7): Envoy would reject it.
+    pub max_regex_program_size: usize,
 }
 
 impl Default for Settings {
@@ -121,6 +125,7 @@ impl Settings {
             legacy_header: false,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
             max_generated_routes: DEFAULT_MAX_GENERATED_ROUTES,
+            max_regex_program_size: DEFAULT_MAX_REGEX_PROGRAM_SIZE,
         }
     }
 

@@ -6,7 +6,8 @@
 //! - the wrong header forms of SPEC §2 in any http header match (`headers`, `withoutHeaders`) or
 //!   header operation (`headers.request`/`response` `set`/`add`/`remove`, on the route and on
 //!   each destination);
-//! - regexes RE2 would reject, or longer than 1024 bytes (istiod's limit), in any `StringMatch`
+//! - regexes Envoy would refuse (RE2 itself refuses them, or their RE2 program is larger than
+//!   `--max-regex-program-size`), or longer than 1024 bytes (istiod's limit), in any `StringMatch`
 //!   of an http route (`uri`, `scheme`, `method`, `authority`, `headers`, `withoutHeaders`,
 //!   `queryParams`, `corsPolicy.allowOrigins`) and in `rewrite.uriRegexRewrite.match`: Envoy
 //!   compiles all of them with RE2 (and istiod checks them all).
@@ -18,11 +19,14 @@
 //!
 //! Generated `okteto-divert-*` routes are checked like any other: they must pass.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use super::annotations::{self, is_entry_key};
 use super::divert_routes::{self, is_generated_name};
 use super::regex_check::{self, MAX_REGEX_BYTES, RegexProblem};
+use crate::re2::{ErrorKind, Refusal};
 use crate::rules::divert::{
     ANNOTATION_PREFIX, BAGGAGE_HEADER, HEADER_ANNOTATION, LEGACY_HEADER, NAMESPACE_ANNOTATION, check_divert_key,
     header_annotation, object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
@@ -55,6 +59,8 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
         legacy_uses: Vec::new(),
         in_generated_route: false,
         generated_legacy_value,
+        max_regex_program_size: settings.max_regex_program_size,
+        regex_verdicts: HashMap::new(),
     };
     check.annotations(subject);
     // SPEC §7 size: only where the mutation would run (istio driver, unprotected namespace).
@@ -88,6 +94,10 @@ struct Check<'a> {
     /// The value the webhook sets the legacy header to on every route of this object (§5 with
     /// the flag on), if it does.
     generated_legacy_value: Option<String>,
+    /// `--max-regex-program-size`.
+    max_regex_program_size: usize,
+    /// What [`regex_check::problem`] said of each pattern seen so far.
+    regex_verdicts: HashMap<String, Option<RegexProblem>>,
 }
 
 impl Check<'_> {
@@ -227,28 +237,48 @@ impl Check<'_> {
         }
     }
 
-    /// An RE2 pattern at `field`.
+    /// An RE2 pattern at `field`. Each distinct pattern is compiled once per object (divert
+    /// clones repeat their original's regexes).
     fn pattern(&mut self, pattern: &str, field: &str) {
-        match regex_check::problem(pattern) {
-            None => {}
-            Some(RegexProblem::TooLong(bytes)) => self.deny(
-                INVALID_REGEX,
-                field,
-                format!(
-                    "the regex is {bytes} bytes long, Istio accepts at most {MAX_REGEX_BYTES}; \
-                     shorten it or split the match into several match entries"
-                ),
-            ),
-            Some(RegexProblem::NotRe2(reason)) => self.deny(
-                INVALID_REGEX,
-                field,
-                format!(
-                    "regex {} is not valid RE2, which Envoy uses ({reason}); \
-                     rewrite it in RE2 syntax: https://github.com/google/re2/wiki/Syntax",
-                    quoted_excerpt(pattern)
-                ),
-            ),
+        // A compile cannot be interrupted: the deadline is checked before each one (SPEC §8).
+        if self.findings.out_of_time() {
+            return;
         }
+        let limit = self.max_regex_program_size;
+        let problem = match self.regex_verdicts.get(pattern) {
+            Some(known) => known.clone(),
+            None => {
+                let found = regex_check::problem(pattern, limit);
+                self.regex_verdicts.insert(pattern.to_string(), found.clone());
+                found
+            }
+        };
+        let message = match problem {
+            None => return,
+            Some(RegexProblem::TooLong(bytes)) => format!(
+                "the regex is {bytes} bytes long, Istio accepts at most {MAX_REGEX_BYTES}; \
+                 shorten it or split the match into several match entries"
+            ),
+            Some(RegexProblem::Refused(refusal)) if refusal.kind == ErrorKind::PatternTooLarge => format!(
+                "regex {} is too large for RE2, which Envoy uses (RE2: {}; the program size \
+                 limit is {limit}); {SHRINK}",
+                quoted_excerpt(pattern),
+                refusal.reason
+            ),
+            Some(RegexProblem::Refused(refusal)) => format!(
+                "regex {} is not valid RE2, which Envoy uses (RE2: {}); \
+                 rewrite it in RE2 syntax: https://github.com/google/re2/wiki/Syntax",
+                quoted_excerpt(pattern),
+                refusal_text(&refusal, pattern)
+            ),
+            Some(RegexProblem::ProgramTooLarge { size, limit }) => format!(
+                "regex {} compiles to an RE2 program of size {size}, above the limit of {limit} \
+                 (Envoy's re2.max_program_size.error_level), so Envoy would reject the route configuration; \
+                 {SHRINK}",
+                quoted_excerpt(pattern)
+            ),
+        };
+        self.deny(INVALID_REGEX, field, message);
     }
 
     /// One warning for the user's uses of the legacy header: deprecated (SPEC §2), and, while
@@ -280,6 +310,40 @@ fn segment(key: &str) -> String {
     } else {
         format!("[{key:?}]")
     }
+}
+
+/// The fix for a regex whose RE2 program is too large.
+const SHRINK: &str = "make it smaller: lower repetition counts (x{1,64} is 64 copies of x) and ASCII classes \
+                      ([a-zA-Z0-9]) instead of Unicode ones (\\pL, \\pN)";
+
+/// RE2's refusal of `pattern` in words: its reason, the part of the pattern it names (quoted,
+/// shortened past 40 characters), and what it means where RE2's words leave it unsaid.
+fn refusal_text(refusal: &Refusal, pattern: &str) -> String {
+    let argument = &refusal.argument;
+    let mut text = refusal.reason.clone();
+    if !argument.is_empty() {
+        let cut = refusal.argument_cut || argument.chars().count() > 40;
+        let shown: String = argument.chars().take(40).collect();
+        text.push_str(&format!(" {shown:?}{}", if cut { "..." } else { "" }));
+    }
+    let hint = match refusal.kind {
+        ErrorKind::BadEscape if argument.len() == 2 && argument.as_bytes()[1].is_ascii_digit() => {
+            "; back-references are not supported"
+        }
+        ErrorKind::BadPerlOp if argument.starts_with("(?=") || argument.starts_with("(?!") => {
+            "; look-ahead is not supported"
+        }
+        ErrorKind::BadPerlOp
+            if argument.starts_with("(?<") && (pattern.contains("(?<=") || pattern.contains("(?<!")) =>
+        {
+            "; look-behind is not supported"
+        }
+        // Newer RE2 (and Go) take `(?<name>`; the RE2 linked here is older (docs/validation.md).
+        ErrorKind::BadPerlOp if argument.starts_with("(?<") => "; write a named group as (?P<name>...)",
+        ErrorKind::RepeatSize => "; counts go up to 1000, nested ones multiplied",
+        _ => "",
+    };
+    text + hint
 }
 
 /// A pattern in a message: quoted (so it stays one line), shortened past 80 characters.

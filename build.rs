@@ -1,0 +1,76 @@
+//! Links Google RE2 (SPEC §7: regexes are judged by RE2 itself) through the C++ shim in
+//! csrc/re2_shim.cc, statically: Debian's `libre2-dev` (`libre2.a`, no Abseil) and libstdc++,
+//! so the binary needs no C++ library at run time (deploy/Dockerfile).
+//!
+//! Without RE2's headers or `libre2.a` the build stops with one line naming the package to
+//! install (`bash scripts/install-build-deps.sh` installs it).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+const INSTALL: &str = "install Debian's libre2-dev (bash scripts/install-build-deps.sh, or apt-get install libre2-dev)";
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=csrc/re2_shim.cc");
+
+    let mut build = cc::Build::new();
+    build.cpp(true).file("csrc/re2_shim.cc").warnings(true).cpp_link_stdlib(None);
+    let compiler = match build.try_get_compiler() {
+        Ok(compiler) => compiler,
+        Err(e) => fail(&format!("no C++ compiler ({e}); install Debian's g++ (bash scripts/install-build-deps.sh)")),
+    };
+    if !headers_found(&compiler) {
+        fail(&format!("RE2's C++ headers (re2/re2.h) are missing; {INSTALL}"));
+    }
+    let Some(libre2) = library_path(&compiler, "libre2.a") else {
+        fail(&format!("RE2's static library (libre2.a) is missing; {INSTALL}"));
+    };
+    println!("cargo::rerun-if-changed={}", libre2.display());
+    if library_path(&compiler, "libstdc++.a").is_none() {
+        fail(
+            "the static C++ library (libstdc++.a) is missing; install Debian's g++ (bash scripts/install-build-deps.sh)",
+        );
+    }
+
+    build.compile("divert_re2_shim");
+    let dir = libre2.parent().expect("a library path has a folder");
+    println!("cargo::rustc-link-search=native={}", dir.display());
+    println!("cargo::rustc-link-lib=static=re2");
+    // RE2 and the shim are C++: libstdc++ goes in statically too. Not bundled into the rlib,
+    // so it comes after RE2 on the final link line; the compiler driver finds it.
+    println!("cargo::rustc-link-lib=static:-bundle=stdc++");
+}
+
+/// Stops the build with one line: cargo prints it as `error: ...` and fails the build. The
+/// script itself exits 0, or cargo would also dump everything it printed.
+fn fail(message: &str) -> ! {
+    println!("cargo::error=divert-webhook needs Google RE2 to build: {message}");
+    std::process::exit(0);
+}
+
+/// Does the compiler find `<re2/re2.h>`? (Preprocesses an include of it.)
+fn headers_found(compiler: &cc::Tool) -> bool {
+    let child = compiler
+        .to_command()
+        .args(["-E", "-x", "c++", "-", "-o"])
+        .arg(if cfg!(windows) { "NUL" } else { "/dev/null" })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        fail(&format!("cannot run the C++ compiler {:?}; install Debian's g++", compiler.path()));
+    };
+    let wrote = child.stdin.take().map(|mut stdin| stdin.write_all(b"#include <re2/re2.h>\n").is_ok());
+    child.wait().is_ok_and(|status| status.success()) && wrote == Some(true)
+}
+
+/// Where the compiler's linker would find `file` (`-print-file-name`), if anywhere.
+fn library_path(compiler: &cc::Tool, file: &str) -> Option<PathBuf> {
+    let output = Command::new(compiler.path()).arg(format!("-print-file-name={file}")).output().ok()?;
+    let path = PathBuf::from(String::from_utf8(output.stdout).ok()?.trim());
+    // Not found, the compiler prints the bare name back.
+    (path.is_absolute() && path.is_file()).then_some(path)
+}
