@@ -143,6 +143,10 @@ fn admit_sized(
                 );
                 return Ok(Admission { warnings: vec![warning], ..Admission::default() });
             }
+            if let Some(patch) = rules::patch_directly(&subject, settings, &mut findings) {
+                deadline.check()?;
+                return Ok(Admission { patch, warnings: findings.warnings, denials: Vec::new() });
+            }
             if let Some(warning) = rules::refused_mutation(&subject, settings, object_bytes) {
                 return Ok(Admission { warnings: vec![warning], ..Admission::default() });
             }
@@ -504,11 +508,7 @@ fn encode_answer(uid: &str, outcome: Outcome, admission: &Admission) -> Result<V
         },
         None => ResponseStatus::default(),
     };
-    let patch = if outcome == Outcome::Patched {
-        Some(base64::engine::general_purpose::STANDARD.encode(&admission.patch.json))
-    } else {
-        None
-    };
+    let patched = outcome == Outcome::Patched;
     let answer = Answer {
         api_version: "admission.k8s.io/v1",
         kind: "AdmissionReview",
@@ -516,10 +516,27 @@ fn encode_answer(uid: &str, outcome: Outcome, admission: &Admission) -> Result<V
             uid,
             allowed: outcome != Outcome::Denied,
             status,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch_type: patched.then_some("JSONPatch"),
             warnings: &admission.warnings,
-            patch,
+            patch: None,
         },
     };
-    Ok(serde_json::to_vec(&answer).expect("an answer always serialises"))
+    let mut out = serde_json::to_vec(&answer).expect("an answer always serialises");
+    if patched {
+        // `,"patch":"<base64>"` last in `response`: base64 needs no JSON escaping, so it is
+        // written straight into the answer instead of through the serialiser.
+        let closing = out.split_off(out.len() - 2); // `}}`: the response, the review
+        let json = &admission.patch.json;
+        out.reserve(json.len().div_ceil(3) * 4 + 14);
+        out.extend_from_slice(br#","patch":""#);
+        let start = out.len();
+        out.resize(start + json.len().div_ceil(3) * 4, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(json, &mut out[start..])
+            .expect("the buffer fits the base64");
+        out.truncate(start + written);
+        out.push(b'"');
+        out.extend_from_slice(&closing);
+    }
+    Ok(out)
 }

@@ -145,6 +145,19 @@ pub fn refused_mutation(subject: &Subject<'_>, settings: &Settings, object_bytes
     }
 }
 
+/// The mutation as JSONPatch operations, for kinds whose rules can write them without a copy
+/// of the object (`None`: mutate a copy with [`mutate_into`] and diff it).
+pub fn patch_directly(
+    subject: &Subject<'_>,
+    settings: &Settings,
+    findings: &mut Findings,
+) -> Option<crate::patch::JsonPatch> {
+    match subject.kind {
+        Kind::VirtualService => virtual_service::patch_directly(subject, settings, findings),
+        Kind::Namespace | Kind::Ingress => None,
+    }
+}
+
 /// Validation: denials and warnings for the object as it would be stored.
 pub fn validate(subject: &Subject<'_>, settings: &Settings) -> Findings {
     let mut findings = Findings::default();

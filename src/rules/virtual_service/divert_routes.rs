@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashSet};
 use serde_json::{Map, Value};
 
 use super::annotations::{self, Entry};
+use crate::patch::JsonPatch;
 use crate::rules::baggage::divert_pattern;
 use crate::rules::divert::{BAGGAGE_HEADER, GENERATED_ROUTE_PREFIX, LEGACY_HEADER};
 use crate::rules::{Findings, Subject};
@@ -29,6 +30,7 @@ struct Context<'a> {
 }
 
 /// Why a selected route is not cloned; each becomes one warning.
+#[derive(Clone)]
 enum Skip {
     NotForwarding,
     NotAMap,
@@ -37,13 +39,62 @@ enum Skip {
 }
 
 pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
+    let Some(decision) = decide(subject, settings, findings) else { return };
+    let Some(http) = object.pointer_mut("/spec/http").and_then(Value::as_array_mut) else { return };
+    let old = std::mem::take(http);
+    let mut clones = decision.clones.into_iter();
+    let mut originals = decision.originals.iter().peekable();
+    for (position, route) in old.into_iter().enumerate() {
+        if originals.next_if(|&&p| p == position).is_none() {
+            continue; // an earlier clone: regenerated below, or gone
+        }
+        for clone in clones.next().into_iter().flatten() {
+            http.push(serde_json::from_str(&clone.json).expect("a rendered clone is JSON"));
+        }
+        http.push(route);
+    }
+}
+
+/// The divert routes of the object, decided: which routes are originals, and the clones to put
+/// before each. Warnings go to `findings`. `None` when the http routes are left as they are
+/// (no spec, no hosts, no list of routes, a size limit passed, or the deadline).
+struct Decision {
+    /// Positions in `spec.http` of the original routes; every other position holds a route an
+    /// earlier run generated, which goes.
+    originals: Vec<usize>,
+    /// For each original, in order, its clones.
+    clones: Vec<Vec<RenderedClone>>,
+}
+
+struct RenderedClone {
+    name: String,
+    /// The clone as compact JSON, keys in the order of the original route.
+    json: String,
+}
+
+/// A divert key put in the place of the developer's while a route's clone is built once; every
+/// developer's clone is then that JSON with their key in its place. A DNS label, as every key
+/// is, so it is written as it is in names, hosts, JSON strings and P(key).
+const KEY_PLACEHOLDER: &str = "divertkeyplaceholder7f3a9c2e51d8";
+
+/// A route's clone with [`KEY_PLACEHOLDER`] for the key, cut where the key goes; `None` when the
+/// route's own JSON holds the placeholder (then each clone is built for its key).
+struct Template(Option<Vec<String>>);
+
+impl Template {
+    fn render(&self, key: &str) -> Option<String> {
+        self.0.as_ref().map(|pieces| pieces.join(key))
+    }
+}
+
+fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -> Option<Decision> {
     let entries: Vec<Entry> =
         annotations::entries(subject.object, subject.namespace).into_iter().filter_map(Result::ok).collect();
-    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+    let Some(spec) = subject.object.get("spec").and_then(Value::as_object) else {
         if !entries.is_empty() {
             findings.warn("divert annotations are set but the VirtualService has no spec; nothing is diverted");
         }
-        return;
+        return None;
     };
     let has_hosts = spec.get("hosts").and_then(Value::as_array).is_some_and(|h| !h.is_empty());
     if !has_hosts {
@@ -51,22 +102,22 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         if !entries.is_empty() {
             findings.warn("this VirtualService has no hosts (a delegate): divert it on its root VirtualService");
         }
-        return;
+        return None;
     }
     let other_route_names = other_route_names(spec);
-    let http = match spec.get_mut("http") {
+    let http = match spec.get("http") {
         Some(Value::Array(http)) => http,
         None | Some(Value::Null) => {
             for entry in &entries {
                 findings.warn(format!("divert of {}: this VirtualService has no http routes", short(&entry.key)));
             }
-            return;
+            return None;
         }
         Some(_) => {
             if !entries.is_empty() {
                 findings.warn("spec.http is not a list: no divert routes are generated");
             }
-            return;
+            return None;
         }
     };
 
@@ -75,14 +126,17 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
     let plan = plan(&entries, http, &other_route_names, &context, subject.object, findings.object_bytes);
     if let Some(excess) = plan.excess(settings) {
         findings.warn(excess.warning());
-        return;
+        return None;
     }
 
-    let (removed, originals): (Vec<Value>, Vec<Value>) =
-        std::mem::take(http).into_iter().partition(|route| route_name(route).is_some_and(is_generated_name));
+    let (removed, originals): (Vec<(usize, &Value)>, Vec<(usize, &Value)>) =
+        http.iter().enumerate().partition(|(_, route)| route_name(route).is_some_and(is_generated_name));
+    let (positions, originals): (Vec<usize>, Vec<&Value>) = originals.into_iter().unzip();
     let clone_suffixes = clone_suffixes(&originals);
     let mut warnings = Vec::new();
-    let mut clones: Vec<Vec<Value>> = vec![Vec::new(); originals.len()];
+    let mut clones: Vec<Vec<RenderedClone>> = (0..originals.len()).map(|_| Vec::new()).collect();
+    // Per original: its clone with the placeholder key, or why it has none.
+    let mut templates: Vec<Option<Result<Template, Skip>>> = (0..originals.len()).map(|_| None).collect();
     let mut generated: BTreeSet<String> = BTreeSet::new();
     let mut cloned: BTreeSet<(&str, usize)> = BTreeSet::new();
 
@@ -92,7 +146,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         if selected.is_empty() && entry.routes.is_none() {
             warnings.push(format!("divert of {key}: this VirtualService has no http routes"));
         }
-        if entry.routes.is_none() && !originals.is_empty() && originals.iter().all(is_map_not_forwarding) {
+        if entry.routes.is_none() && !originals.is_empty() && originals.iter().all(|r| is_map_not_forwarding(r)) {
             // A root VirtualService whose routes all delegate: without this nothing would say
             // that the entry diverts nothing (a route named in `routes` is warned about below).
             warnings.push(format!(
@@ -102,9 +156,9 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         }
         for (index, named) in selected {
             if findings.out_of_time() {
-                return; // the review is abandoned; what is half built here is thrown away
+                return None; // the review is abandoned
             }
-            let route = &originals[index];
+            let route = originals[index];
             if !cloned.insert((entry.key.as_str(), index)) {
                 continue; // two entries for the same developer select the same route
             }
@@ -116,9 +170,27 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
                     .push(format!("divert of {key}: route {label} would get a clone name already in use; rename it"));
                 continue;
             }
-            match clone_route(route, &name, &label, &entry.key, &context, &mut warnings) {
-                Ok(clone) => {
-                    clones[index].push(clone);
+            let template = templates[index].get_or_insert_with(|| {
+                let placeholder_name = clone_name(KEY_PLACEHOLDER, &clone_suffixes[index]);
+                clone_route(route, &placeholder_name, &label, KEY_PLACEHOLDER, &context, &mut warnings).map(|clone| {
+                    let json = serde_json::to_string(&clone).expect("a route serialises");
+                    let own = serde_json::to_string(route).expect("a route serialises");
+                    Template(
+                        (!own.contains(KEY_PLACEHOLDER))
+                            .then(|| json.split(KEY_PLACEHOLDER).map(str::to_string).collect()),
+                    )
+                })
+            });
+            let rendered = match template {
+                Ok(template) => template.render(&entry.key).map(Ok).unwrap_or_else(|| {
+                    clone_route(route, &name, &label, &entry.key, &context, &mut Vec::new())
+                        .map(|clone| serde_json::to_string(&clone).expect("a route serialises"))
+                }),
+                Err(skip) => Err(skip.clone()),
+            };
+            match rendered {
+                Ok(json) => {
+                    clones[index].push(RenderedClone { name: name.clone(), json });
                     generated.insert(name);
                 }
                 Err(Skip::NotForwarding) if named => warnings.push(format!(
@@ -135,21 +207,114 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         }
     }
 
-    for route in &removed {
+    for (_, route) in &removed {
         let name = route_name(route).unwrap_or_default();
         if !generated.contains(name) {
             warnings.push(format!("removed route {}: no divert annotation generates it any more", short(name)));
         }
-    }
-    for (original, clones) in originals.into_iter().zip(clones) {
-        http.extend(clones);
-        http.push(original);
     }
     let mut seen = BTreeSet::new();
     for warning in warnings {
         if seen.insert(warning.clone()) {
             findings.warn(warning);
         }
+    }
+    Some(Decision { originals: positions, clones })
+}
+
+/// SPEC §4 as JSONPatch operations on `spec.http`, written straight from the decision: no copy
+/// of the object is made and no clone is built as a tree (the server's path; [`mutate`] gives
+/// the same result on a copy). Originals stay where they are; between two originals, the
+/// earlier clones that equal the new ones stay, the rest are removed, replaced or added.
+pub fn patch(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -> JsonPatch {
+    let Some(decision) = decide(subject, settings, findings) else { return JsonPatch::default() };
+    let Some(http) = subject.object.pointer("/spec/http").and_then(Value::as_array) else {
+        return JsonPatch::default();
+    };
+    let mut ops = PatchWriter::default();
+    let mut index = 0; // position in the array as the operations so far have made it
+    let mut earlier: Vec<&Value> = Vec::new(); // clones found since the last original
+    let mut clones = decision.clones.iter();
+    let mut originals = decision.originals.iter().peekable();
+    for (position, route) in http.iter().enumerate() {
+        if originals.next_if(|&&p| p == position).is_none() {
+            earlier.push(route);
+            continue;
+        }
+        index = merge_clones(&mut ops, index, &earlier, clones.next().map_or(&[][..], Vec::as_slice));
+        earlier.clear();
+        index += 1; // the original
+    }
+    merge_clones(&mut ops, index, &earlier, &[]);
+    ops.finish()
+}
+
+/// Turns the clones `old` (at `index` on) into `new`; returns the position after them.
+fn merge_clones(ops: &mut PatchWriter, mut index: usize, old: &[&Value], new: &[RenderedClone]) -> usize {
+    let wanted: HashSet<&str> = new.iter().map(|clone| clone.name.as_str()).collect();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let old_name = old.get(i).and_then(|route| route_name(route));
+        match (old.get(i), new.get(j)) {
+            (Some(route), Some(clone)) if old_name == Some(clone.name.as_str()) => {
+                if !same_json(route, &clone.json) {
+                    ops.op("replace", index, Some(&clone.json));
+                }
+                index += 1;
+                i += 1;
+                j += 1;
+            }
+            (Some(_), None) => {
+                ops.op("remove", index, None);
+                i += 1;
+            }
+            (Some(_), Some(_)) if old_name.is_none_or(|name| !wanted.contains(name)) => {
+                ops.op("remove", index, None);
+                i += 1;
+            }
+            (_, Some(clone)) => {
+                ops.op("add", index, Some(&clone.json));
+                index += 1;
+                j += 1;
+            }
+            (None, None) => unreachable!("the loop runs while one side has more"),
+        }
+    }
+    index
+}
+
+/// Is `route` the clone written as `json`? Equal text (the usual case: the webhook's own
+/// output) or, after the apiserver re-encoded it with other key order, equal values.
+fn same_json(route: &Value, json: &str) -> bool {
+    serde_json::to_string(route).is_ok_and(|text| text == json)
+        || serde_json::from_str::<Value>(json).is_ok_and(|clone| &clone == route)
+}
+
+/// JSONPatch operations on `/spec/http`, written as JSON as they come.
+#[derive(Default)]
+struct PatchWriter {
+    json: Vec<u8>,
+    operations: usize,
+}
+
+impl PatchWriter {
+    fn op(&mut self, op: &str, index: usize, value: Option<&str>) {
+        use std::io::Write as _;
+        self.json.push(if self.operations == 0 { b'[' } else { b',' });
+        let _ = write!(self.json, r#"{{"op":"{op}","path":"/spec/http/{index}""#);
+        if let Some(value) = value {
+            self.json.extend_from_slice(b",\"value\":");
+            self.json.extend_from_slice(value.as_bytes());
+        }
+        self.json.push(b'}');
+        self.operations += 1;
+    }
+
+    fn finish(mut self) -> JsonPatch {
+        if self.operations > 0 {
+            self.json.push(b']');
+        }
+        JsonPatch { json: self.json, operations: self.operations }
     }
 }
 
@@ -425,7 +590,7 @@ fn is_map_not_forwarding(route: &Value) -> bool {
 
 /// Said when an entry diverts nothing because no route forwards: delegation is named, since
 /// the delegate VirtualServices are not diverted either (SPEC §4.7).
-fn delegation_note(routes: &[Value]) -> &'static str {
+fn delegation_note(routes: &[&Value]) -> &'static str {
     if routes.iter().any(|r| r.get("delegate").is_some()) { " (delegates are not diverted)" } else { "" }
 }
 
@@ -447,7 +612,7 @@ pub fn is_generated_name(name: &str) -> bool {
 /// What follows `okteto-divert-<key>-` in the clone name of each original route (SPEC §4.1):
 /// its name; its zero-based position among the original http routes when it has none; both,
 /// `<name>-<position>`, when an earlier route already has its name.
-fn clone_suffixes(originals: &[Value]) -> Vec<String> {
+fn clone_suffixes(originals: &[&Value]) -> Vec<String> {
     let mut seen: HashSet<&str> = HashSet::with_capacity(originals.len());
     let mut suffixes = Vec::with_capacity(originals.len());
     for (index, route) in originals.iter().enumerate() {
@@ -858,7 +1023,7 @@ mod tests {
             json!({"name": "b"}),
             json!({"name": "a"}),
         ];
-        assert_eq!(clone_suffixes(&routes), ["a", "1", "a-2", "3", "b", "a-5"]);
+        assert_eq!(clone_suffixes(&routes.iter().collect::<Vec<_>>()), ["a", "1", "a-2", "3", "b", "a-5"]);
     }
 
     #[test]

@@ -108,6 +108,30 @@ fn competing_member(route: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 /// Removes what [`add_header`] adds. True if anything was removed.
+/// Would [`mutate`] leave this object as it is? True when it has no `divert.okteto.com/header`
+/// annotation and no forwarding route carries what the rule removes then (the divert baggage
+/// member in `headers.request.add`, the legacy header in `headers.request.set`). Read-only: the
+/// server's fast path for shared VirtualServices relies on it.
+pub fn is_idle(subject: &Subject<'_>) -> bool {
+    if header_annotation(subject.object).is_some() {
+        return false;
+    }
+    let Some(http) = subject.object.pointer("/spec/http").and_then(Value::as_array) else { return true };
+    http.iter().filter_map(Value::as_object).filter(|route| forwards(route)).all(|route| {
+        let Some(request) = route.get("headers").and_then(|h| h.get("request")) else { return true };
+        let divert_member = request.get("add").and_then(Value::as_object).is_some_and(|add| {
+            header_key(add, BAGGAGE_HEADER)
+                .and_then(|name| {
+                    add.get(&name).and_then(Value::as_str).map(|value| members(value).any(is_divert_member))
+                })
+                .unwrap_or(false)
+        });
+        let legacy =
+            request.get("set").and_then(Value::as_object).is_some_and(|set| header_key(set, LEGACY_HEADER).is_some());
+        !divert_member && !legacy
+    })
+}
+
 fn remove_header(route: &mut Map<String, Value>) -> bool {
     let mut removed = false;
     let Some(headers) = route.get_mut("headers").and_then(Value::as_object_mut) else { return false };

@@ -17,6 +17,7 @@ mod regex_check;
 use serde_json::Value;
 
 use super::{Findings, Subject};
+use crate::patch::JsonPatch;
 use crate::settings::{Driver, Settings};
 
 /// Mutation runs under the istio driver only (SPEC §4, §5: under the nginx driver Linkerd
@@ -28,6 +29,19 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
     }
     divert_routes::mutate(subject, object, settings, findings);
     header::mutate(subject, object, settings, findings);
+}
+
+/// Mutation as JSONPatch operations written directly, when that is the whole of it: a shared
+/// VirtualService whose only change is §4 (no header rule at work). `None`: use [`mutate`]
+/// on a copy and diff. The answer is the same either way (tests compare them).
+pub fn patch_directly(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -> Option<JsonPatch> {
+    if settings.driver != Driver::Istio || settings.is_protected(subject.namespace) {
+        return Some(JsonPatch::default());
+    }
+    if !header::is_idle(subject) {
+        return None;
+    }
+    Some(divert_routes::patch(subject, settings, findings))
 }
 
 /// SPEC §7 size: divert that would generate too much is not done (see [`divert_routes::excess`]).
