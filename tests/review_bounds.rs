@@ -276,3 +276,87 @@ fn work_stops_at_the_deadline() {
     assert_eq!(cut.err(), Some(Unanswered::Expired));
     let _ = full_time;
 }
+
+/// The server writes a shared VirtualService's patch straight from the decision; the rules also
+/// mutate a copy (offline commands, VirtualServices the header rule changes too). Both must give
+/// the same object, from scratch and over earlier clones: other developers, other routes, and
+/// clones whose keys the apiserver re-encoded in another order.
+fn rules_mutate(object: &Value, settings: &Settings) -> Value {
+    let subject = divert_webhook::rules::Subject {
+        kind: divert_webhook::rules::Kind::VirtualService,
+        namespace: "staging",
+        name: "shop",
+        object,
+    };
+    let mut copy = object.clone();
+    divert_webhook::rules::mutate(&subject, &mut copy, settings);
+    copy
+}
+
+/// `value` with every map's keys in reverse order (as another encoder might write them).
+fn reordered(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(map.iter().rev().map(|(k, v)| (k.clone(), reordered(v))).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(reordered).collect()),
+        other => other.clone(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    #[test]
+    fn the_servers_patch_gives_what_the_rules_give_on_a_copy(
+        routes in 1usize..12,
+        before in 0usize..4,
+        after in 0usize..4,
+        named in proptest::collection::vec(0usize..14, 0..3),
+        legacy in any::<bool>(),
+        scramble in any::<bool>(),
+    ) {
+        let settings = Settings { legacy_header: legacy, ..Settings::default() };
+        // Earlier clones from `before` developers, then the annotations change to `after`.
+        let first = shared(routes, before, 0);
+        let mut object = mutate(&first, &settings).object;
+        prop_assert_eq!(&object, &rules_mutate(&first, &settings));
+        if scramble {
+            object = reordered(&object);
+        }
+        let annotations: serde_json::Map<String, Value> = (0..after)
+            .map(|d| {
+                let value = if d == 0 && !named.is_empty() {
+                    json!({"namespace": "dev-0", "routes": named.iter().map(|i| format!("r{i}")).collect::<Vec<_>>()}).to_string()
+                } else {
+                    format!("{{\"namespace\":\"dev-{d}\"}}")
+                };
+                (entry_annotation(d), json!(value))
+            })
+            .collect();
+        object["metadata"]["annotations"] = Value::Object(annotations);
+        let served = mutate(&object, &settings);
+        prop_assert_eq!(&served.object, &rules_mutate(&object, &settings));
+        // And once more: nothing left to change.
+        let again = mutate(&served.object, &settings);
+        prop_assert!(again.patch.is_empty(), "{:?}", again.patch);
+    }
+}
+
+#[test]
+fn the_servers_patch_gives_what_the_rules_give_on_every_corpus_virtual_service() {
+    let settings = Settings::default();
+    let mut compared = 0;
+    for (file, mut object) in support::corpus_objects("virtualservices", "VirtualService") {
+        object["metadata"]["namespace"] = json!("staging");
+        let annotations = object["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+        let mut annotations = annotations;
+        annotations.insert(entry_annotation(1), json!(r#"{"namespace":"cindy"}"#));
+        annotations.insert(entry_annotation(2), json!(r#"{"namespace":"zed"}"#));
+        object["metadata"]["annotations"] = Value::Object(annotations);
+        let body = serde_json::to_vec(&review_of(&object)).unwrap();
+        let Ok((answer, _)) = divert_webhook::review::review(Endpoint::Mutate, &body, &settings) else { continue };
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        let served = support::Answer { response: answer["response"].clone(), outcome: Outcome::Allowed }.apply_to(&object);
+        assert_eq!(served, rules_mutate(&object, &settings), "{file}");
+        compared += 1;
+    }
+    assert!(compared > 100, "only {compared} corpus VirtualServices compared");
+}
