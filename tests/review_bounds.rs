@@ -354,7 +354,8 @@ fn the_servers_patch_gives_what_the_rules_give_on_every_corpus_virtual_service()
         let body = serde_json::to_vec(&review_of(&object)).unwrap();
         let Ok((answer, _)) = divert_webhook::review::review(Endpoint::Mutate, &body, &settings) else { continue };
         let answer: Value = serde_json::from_slice(&answer).unwrap();
-        let served = support::Answer { response: answer["response"].clone(), outcome: Outcome::Allowed }.apply_to(&object);
+        let served =
+            support::Answer { response: answer["response"].clone(), outcome: Outcome::Allowed }.apply_to(&object);
         assert_eq!(served, rules_mutate(&object, &settings), "{file}");
         compared += 1;
     }

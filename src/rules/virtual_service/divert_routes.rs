@@ -174,9 +174,8 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
                 let placeholder_name = clone_name(KEY_PLACEHOLDER, &clone_suffixes[index]);
                 clone_route(route, &placeholder_name, &label, KEY_PLACEHOLDER, &context, &mut warnings).map(|clone| {
                     let json = serde_json::to_string(&clone).expect("a route serialises");
-                    let own = serde_json::to_string(route).expect("a route serialises");
                     Template(
-                        (!own.contains(KEY_PLACEHOLDER))
+                        (!holds_text(route, KEY_PLACEHOLDER))
                             .then(|| json.split(KEY_PLACEHOLDER).map(str::to_string).collect()),
                     )
                 })
@@ -220,6 +219,16 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
         }
     }
     Some(Decision { originals: positions, clones })
+}
+
+/// Does any key or string in `value` contain `text`?
+fn holds_text(value: &Value, text: &str) -> bool {
+    match value {
+        Value::String(s) => s.contains(text),
+        Value::Array(items) => items.iter().any(|item| holds_text(item, text)),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains(text) || holds_text(v, text)),
+        _ => false,
+    }
 }
 
 /// SPEC §4 as JSONPatch operations on `spec.http`, written straight from the decision: no copy
@@ -655,18 +664,24 @@ fn clone_route(
     let matches = clone_matches(route.get("match"), key, context.settings, label, warnings)?;
     let destinations = rewrite_destinations(destinations, key, context).ok_or(Skip::NothingToRewrite)?;
 
+    // name and match first (match where the original has it), then the original's fields in
+    // its order, the two it changes put in place rather than copied and overwritten.
     let mut clone = Map::with_capacity(route.len() + 2);
     clone.insert("name".into(), Value::String(name.to_string()));
+    let mut matches = Some(Value::Array(matches));
+    let mut destinations = Some(Value::Array(destinations));
     if !route.contains_key("match") {
-        clone.insert("match".into(), Value::Null); // placeholder keeps name, match first
+        clone.insert("match".into(), matches.take().expect("not yet placed"));
     }
     for (field, value) in route {
-        if field != "name" {
-            clone.insert(field.clone(), value.clone());
-        }
+        let value = match field.as_str() {
+            "name" => continue,
+            "match" => matches.take().expect("one match field"),
+            "route" => destinations.take().expect("one route field"),
+            _ => value.clone(),
+        };
+        clone.insert(field.clone(), value);
     }
-    clone.insert("match".into(), Value::Array(matches));
-    clone.insert("route".into(), Value::Array(destinations));
     Ok(Value::Object(clone))
 }
 
