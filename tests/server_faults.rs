@@ -753,23 +753,36 @@ fn largest_under_the_body_limit(uid: &str, shape: impl Fn(usize) -> Value) -> Ve
         serde_json::to_vec(&review).unwrap()
     };
     let limit = divert_webhook::server::MAX_BODY_BYTES;
-    let (mut low, mut high) = (1, 2);
-    while body(high).len() <= limit {
-        (low, high) = (high, high * 2);
+    // The size grows about linearly with n: extrapolate from two sizes, then step down.
+    let (small, double) = (body(8).len(), body(16).len());
+    let per_unit = (double - small) / 8;
+    let mut n = 8 + (limit - small) / per_unit;
+    loop {
+        let candidate = body(n);
+        if candidate.len() <= limit {
+            return candidate;
+        }
+        n -= 1 + (candidate.len() - limit) / per_unit;
     }
-    while high - low > 1 {
-        let mid = (low + high) / 2;
-        if body(mid).len() <= limit { low = mid } else { high = mid }
-    }
-    body(low)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the request-path bounds (issue 7)"]
 async fn fifty_concurrent_worst_case_reviews_stay_under_the_deployment_memory_limit() {
     let limit = common::deployment_memory_limit();
+    // Many routes x many developers (the product is what the rules would generate), and 20
+    // developers x 100 routes (2,000 generated routes, the default bound) with as many matches
+    // as fit (each clone is large).
+    let many_by_many = largest_under_the_body_limit("worst-many", |n| worst_case_virtual_service(n * 10, 1, n));
+    let large_clones = largest_under_the_body_limit("worst-large", |n| worst_case_virtual_service(100, n, 20));
+    eprintln!("bodies: {} and {} bytes", many_by_many.len(), large_clones.len());
     // A bound on the address space, far above the limit, so that a server without bounds
-    // aborts instead of taking the machine's memory; it is also killed once past 2x the limit.
+    // aborts instead of taking the machine's memory; it is also killed once past twice the
+    // limit (DIVERT_TEST_KILL_AT_MIB sets another point, to see how far it would go).
+    let kill_at: u64 =
+        std::env::var("DIVERT_TEST_KILL_AT_MIB").map_or(2 * limit, |mib| mib.parse::<u64>().unwrap() << 20);
+    // Milliseconds from the start of the watch to the kill; 0 while not killed.
+    let killed_after_ms = Arc::new(AtomicU64::new(0));
     let server = Arc::new(std::sync::Mutex::new(
         ServerProcess::start_limited(&["--request-timeout", "30s"], Some(6 << 30)).await,
     ));
@@ -781,13 +794,16 @@ async fn fifty_concurrent_worst_case_reviews_stay_under_the_deployment_memory_li
     // The high-water mark, read every 5 ms until the process is gone or the test is done.
     let done = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(idle_hwm));
+    let watched_from = Instant::now();
     let watcher = std::thread::spawn({
-        let (done, peak, server) = (done.clone(), peak.clone(), server.clone());
+        let (done, peak, server, killed_after_ms) =
+            (done.clone(), peak.clone(), server.clone(), killed_after_ms.clone());
         move || {
             while !done.load(Ordering::SeqCst) {
                 let Some(hwm) = proc_status(pid, "VmHWM") else { break };
                 peak.fetch_max(hwm, Ordering::SeqCst);
-                if hwm * 1024 > 2 * limit {
+                if hwm * 1024 > kill_at {
+                    killed_after_ms.store(watched_from.elapsed().as_millis().max(1) as u64, Ordering::SeqCst);
                     server.lock().unwrap().kill();
                     break;
                 }
@@ -795,13 +811,6 @@ async fn fifty_concurrent_worst_case_reviews_stay_under_the_deployment_memory_li
             }
         }
     });
-
-    // Many routes x many developers (the product is what the rules would generate), and 20
-    // developers x 100 routes (2,000 generated routes, the default bound) with as many matches
-    // as fit (each clone is large).
-    let many_by_many = largest_under_the_body_limit("worst-many", |n| worst_case_virtual_service(n * 10, 1, n));
-    let large_clones = largest_under_the_body_limit("worst-large", |n| worst_case_virtual_service(100, n, 20));
-    eprintln!("bodies: {} and {} bytes", many_by_many.len(), large_clones.len());
 
     let started = Instant::now();
     let mut worst = Vec::new();
@@ -825,8 +834,11 @@ async fn fifty_concurrent_worst_case_reviews_stay_under_the_deployment_memory_li
         assert_eq!(
             status.as_ref().ok(),
             Some(&200),
-            "a small review was not answered while the worst-case ones ran (peak RSS {} KiB): {response:?}",
-            peak.load(Ordering::SeqCst)
+            "a small review was not answered while the worst-case ones ran (peak RSS {} KiB; killed by the test \
+             at {} KiB after {} ms; 0: not killed): {response:?}",
+            peak.load(Ordering::SeqCst),
+            kill_at >> 10,
+            killed_after_ms.load(Ordering::SeqCst)
         );
         small_served += 1;
         assert!(started.elapsed() < Duration::from_secs(120), "the worst-case reviews never finished");

@@ -154,7 +154,10 @@ pub fn settings(byte: u8) -> Settings {
 /// A string: from the vocabulary, arbitrary, a snippet, or JSON text of a generated value (so
 /// divert annotations get structured contents).
 pub fn string(u: &mut Unstructured<'_>, depth: u32) -> Result<String> {
-    Ok(match u.int_in_range(0..=9u8)? {
+    // JSON text only above depth 0: each nesting escapes the one inside (its size doubles),
+    // so an unbounded one grows exponentially with the input.
+    let choices = if depth == 0 { 7 } else { 9 };
+    Ok(match u.int_in_range(0..=choices)? {
         0..=4 => u.choose(STRINGS)?.to_string(),
         5 => u.choose(KEYS)?.to_string(),
         6 => String::arbitrary_take(u)?,
