@@ -10,16 +10,12 @@ header, bit 2 a selector matching everything, bits 3-4 the apiVersion for the ru
 import hashlib
 import json
 import pathlib
-import sys
 
 import yaml
 
 FUZZ = pathlib.Path(__file__).resolve().parent
 REPO = FUZZ.parent
 SHARED = REPO.parent / "shared"
-# vs-100x100.json makes today's code allocate gigabytes (issue 7): libFuzzer would stop at its
-# memory limit on the first seed and fuzz nothing. It is kept out until the bounds land.
-SKIPPED_BODIES = {"vs-100x100.json"} if "--all-bodies" not in sys.argv else set()
 
 
 def write(target, data):
@@ -112,7 +108,7 @@ def main():
                 write("patch_diff", json.dumps([obj, edited]))
 
     fixtures = sorted((REPO / "tests" / "fixtures").glob("*.json"))
-    bodies = sorted(p for p in (SHARED / "perf" / "bodies").glob("*.json") if p.name not in SKIPPED_BODIES)
+    bodies = sorted((SHARED / "perf" / "bodies").glob("*.json"))
     for n, path in enumerate(fixtures + bodies):
         for settings in (n % 8, (n % 8) ^ 3):
             write("review", bytes([settings]) + path.read_bytes())
