@@ -12,7 +12,8 @@ use crate::review::{self, Endpoint};
 use crate::selector::Selector;
 use crate::server::{self, ServeArgs};
 use crate::settings::{
-    DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, DEFAULT_MAX_GENERATED_ROUTES, Driver, Settings, parse_cluster_domain,
+    DEFAULT_CLUSTER_DOMAIN, DEFAULT_MANAGED_SELECTOR, DEFAULT_MAX_GENERATED_ROUTES, Driver, Settings,
+    parse_cluster_domain,
 };
 
 #[derive(Parser, Debug)]

@@ -397,7 +397,11 @@ fn select_routes<R: std::borrow::Borrow<Value>>(
         // Names need not be unique (Istio allows it): a name selects every route that has it.
         let before = selected.len();
         selected.extend(
-            originals.iter().enumerate().filter(|(_, r)| route_name(r.borrow()) == Some(name.as_str())).map(|(i, _)| (i, true)),
+            originals
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| route_name(r.borrow()) == Some(name.as_str()))
+                .map(|(i, _)| (i, true)),
         );
         if selected.len() > before {
             continue;
