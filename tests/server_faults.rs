@@ -437,40 +437,23 @@ async fn certificate_files_turned_to_garbage_keep_the_old_certificate_serving() 
     };
     // Overwritten in place (not the kubelet's atomic swap), the way a careless copy does it.
     let garbage: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let faults: [(&str, Box<dyn Fn() + '_>); 4] = [
-        (
-            "both files garbage",
-            Box::new(|| {
-                std::fs::write(&cert, &garbage).unwrap();
-                std::fs::write(&key, &garbage[1000..]).unwrap();
-            }),
-        ),
-        (
-            "PEM armour around garbage",
-            Box::new(|| {
-                let armoured = format!("-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n");
-                std::fs::write(&cert, armoured).unwrap();
-                std::fs::write(&key, &v1.key_pem).unwrap();
-            }),
-        ),
-        (
-            "both files empty",
-            Box::new(|| {
-                std::fs::write(&cert, b"").unwrap();
-                std::fs::write(&key, b"").unwrap();
-            }),
-        ),
-        (
-            "both files removed",
-            Box::new(|| {
-                std::fs::remove_file(&cert).unwrap();
-                std::fs::remove_file(&key).unwrap();
-            }),
-        ),
+    let armoured = b"-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n".to_vec();
+    // What the files become: (certificate, key) contents, None for a removed file.
+    type Contents = Option<Vec<u8>>;
+    let faults: [(&str, Contents, Contents); 4] = [
+        ("both files garbage", Some(garbage.clone()), Some(garbage[1000..].to_vec())),
+        ("PEM armour around garbage", Some(armoured), Some(v1.key_pem.clone().into_bytes())),
+        ("both files empty", Some(Vec::new()), Some(Vec::new())),
+        ("both files removed", None, None),
     ];
     let mut failures = metric(&server.metrics_text().await, FAILURES);
-    for (n, (what, fault)) in faults.iter().enumerate() {
-        fault();
+    for (n, (what, cert_contents, key_contents)) in faults.iter().enumerate() {
+        for (path, contents) in [(&cert, cert_contents), (&key, key_contents)] {
+            match contents {
+                Some(contents) => std::fs::write(path, contents).unwrap(),
+                None => std::fs::remove_file(path).unwrap(),
+            }
+        }
         let text = wait_for_failures(failures + 1.0).await;
         failures = metric(&text, FAILURES);
         assert_eq!(metric(&text, SUCCESSES), 0.0, "{what}: reloaded something");

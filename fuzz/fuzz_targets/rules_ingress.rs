@@ -5,6 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((settings, object)) = divert_webhook_fuzz::kind_object(data, &["networking.k8s.io/v1"], "Ingress") else { return };
+    let Some((settings, object)) = divert_webhook_fuzz::kind_object(data, &["networking.k8s.io/v1"], "Ingress") else {
+        return;
+    };
     divert_webhook_fuzz::check_review_both(&divert_webhook_fuzz::review_of(&object), &settings);
 });

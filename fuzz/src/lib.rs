@@ -270,7 +270,8 @@ pub fn review_of(object: &Value) -> Vec<u8> {
     });
     if kind != "Namespace" {
         // the apiserver always sends the namespace of a namespaced object
-        request["namespace"] = json!(object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("staging"));
+        request["namespace"] =
+            json!(object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("staging"));
     }
     serde_json::to_vec(&json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": request}))
         .unwrap()

@@ -365,7 +365,7 @@ impl ServerProcess {
 
     /// Same, with its address space bounded to `address_space` bytes (RLIMIT_AS): a server that
     /// would take the machine's memory aborts instead.
-    pub async fn start_limited(extra: &[&str], address_space: Option<u64>) -> ServerProcess {
+    pub async fn start_limited(extra: &[&str], address_space: Option<libc::rlim_t>) -> ServerProcess {
         let dir = tempfile::tempdir().unwrap();
         let (https, metrics) = (free_local_addr(), free_local_addr());
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_divert-webhook"));
@@ -377,7 +377,7 @@ impl ServerProcess {
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
         if let Some(bytes) = address_space {
             use std::os::unix::process::CommandExt as _;
-            let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+            let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
             // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
             unsafe {
                 command.pre_exec(move || {
@@ -468,17 +468,17 @@ pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
 
 /// Raises this process's soft RLIMIT_NOFILE to at least `needed` (up to the hard limit; child
 /// processes inherit it) and returns the soft limit now in force.
-pub fn raise_open_files_limit(needed: u64) -> u64 {
+pub fn raise_open_files_limit(needed: libc::rlim_t) -> libc::rlim_t {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain system calls on a local struct.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        if (limit.rlim_cur as u64) < needed {
-            limit.rlim_cur = needed.min(limit.rlim_max as u64) as libc::rlim_t;
+        if limit.rlim_cur < needed {
+            limit.rlim_cur = needed.min(limit.rlim_max);
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// The deployment's memory limit in bytes, as deploy/webhook.yaml sets it (`limits: {memory: 128Mi}`).
