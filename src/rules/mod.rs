@@ -9,7 +9,9 @@ pub mod baggage;
 pub mod divert;
 pub mod ingress;
 pub mod namespace;
-mod nginx_snippet;
+// Public only for the fuzz targets (fuzz/): not part of the crate's interface.
+#[doc(hidden)]
+pub mod nginx_snippet;
 mod required_text;
 pub mod virtual_service;
 

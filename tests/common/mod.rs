@@ -342,3 +342,162 @@ pub async fn tls_connect(addr: SocketAddr, config: rustls::ClientConfig) -> std:
     let name = ServerName::IpAddress(addr.ip().into());
     TlsConnector::from(Arc::new(config)).connect(name, tcp).await
 }
+
+/// The real binary, `serve --self-signed` on free local ports, JSON logs in `dir/stderr.log`.
+/// Killed on drop if it is still running (a test that failed half-way).
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub https: SocketAddr,
+    pub metrics: SocketAddr,
+    pub ca_pem: String,
+    pub dir: tempfile::TempDir,
+}
+
+fn free_local_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+impl ServerProcess {
+    /// Starts it with `extra` flags and returns once /readyz answers 200.
+    pub async fn start(extra: &[&str]) -> ServerProcess {
+        ServerProcess::start_limited(extra, None).await
+    }
+
+    /// Same, with its address space bounded to `address_space` bytes (RLIMIT_AS): a server that
+    /// would take the machine's memory aborts instead.
+    pub async fn start_limited(extra: &[&str], address_space: Option<libc::rlim_t>) -> ServerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let (https, metrics) = (free_local_addr(), free_local_addr());
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_divert-webhook"));
+        command
+            .args(["serve", "--self-signed", "--write-ca", dir.path().join("ca.pem").to_str().unwrap()])
+            .args(["--addr", &https.to_string(), "--metrics-addr", &metrics.to_string(), "--log-format", "json"])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
+        if let Some(bytes) = address_space {
+            use std::os::unix::process::CommandExt as _;
+            let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut server = ServerProcess {
+            child: command.spawn().expect("the binary starts"),
+            https,
+            metrics,
+            ca_pem: String::new(),
+            dir,
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let ready = plain_client().get(format!("http://{metrics}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(server.child.try_wait().unwrap().is_none(), "the server exited at start: {}", server.log());
+            assert!(started.elapsed() < Duration::from_secs(30), "/readyz never answered 200: {}", server.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.ca_pem = std::fs::read_to_string(server.dir.path().join("ca.pem")).expect("--write-ca wrote the CA");
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("https://{}{path_and_query}", self.https)
+    }
+
+    /// What it wrote on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, signal) }, 0, "kill failed");
+    }
+
+    /// Its exit status if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits for it to exit by itself, failing the test after `within`.
+    pub async fn exit_status(&mut self, within: Duration) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < within, "the server did not exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill();
+        }
+    }
+}
+
+/// A `/proc/PID/status` field in KiB (VmRSS, VmHWM, Threads…); None once the process is gone.
+pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to at least `needed` (up to the hard limit; child
+/// processes inherit it) and returns the soft limit now in force.
+pub fn raise_open_files_limit(needed: libc::rlim_t) -> libc::rlim_t {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < needed {
+            limit.rlim_cur = needed.min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    limit.rlim_cur
+}
+
+/// The deployment's memory limit in bytes, as deploy/webhook.yaml sets it (`limits: {memory: 128Mi}`).
+pub fn deployment_memory_limit() -> u64 {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/webhook.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    let value = yaml
+        .lines()
+        .find_map(|line| line.split_once("limits:")?.1.split_once("memory:").map(|(_, v)| v.to_string()))
+        .expect("deploy/webhook.yaml sets limits: {memory: ...}");
+    let value = value.trim().trim_end_matches(['}', ',', ' ']);
+    let (number, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len()));
+    let number: u64 = number.parse().unwrap_or_else(|_| panic!("memory limit {value:?}"));
+    number
+        * match unit {
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            "" => 1,
+            other => panic!("memory limit unit {other:?} in {value:?}"),
+        }
+}
