@@ -285,6 +285,10 @@ pub fn review_until(
 
     let handled = Kind::from_gvk(gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str());
     let admission = match (handled, request.object) {
+        // Nothing to read when no rule can apply: the object stays unparsed.
+        (Some(kind), Some(_)) if endpoint == Endpoint::Mutate && !rules::may_mutate(kind, namespace, settings) => {
+            Admission::default()
+        }
         (Some(kind), Some(object)) if matches!(operation, Operation::Create | Operation::Update) => {
             match parse_object(object)? {
                 Parsed::Object(parsed) => {

@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use crate::deadline::Deadline;
-use crate::settings::Settings;
+use crate::settings::{Driver, Settings};
 
 /// The kinds divert-webhook has rules for. Everything else is allowed untouched (SPEC §8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,6 +135,17 @@ pub fn mutate_into(subject: &Subject<'_>, object: &mut Value, settings: &Setting
         Kind::Namespace => namespace::mutate(subject, object, settings, findings),
         Kind::VirtualService => virtual_service::mutate(subject, object, settings, findings),
         Kind::Ingress => ingress::mutate(subject, object, settings, findings),
+    }
+}
+
+/// Can the mutating rules change an object of `kind` in `namespace` at all? When they cannot
+/// (a kind the driver leaves alone, a protected namespace), the object need not even be read.
+/// The rules check the same themselves.
+pub fn may_mutate(kind: Kind, namespace: &str, settings: &Settings) -> bool {
+    match kind {
+        Kind::Namespace => true, // its namespace is its own name, read from the object
+        Kind::VirtualService => settings.driver == Driver::Istio && !settings.is_protected(namespace),
+        Kind::Ingress => settings.driver == Driver::Nginx && !settings.is_protected(namespace),
     }
 }
 

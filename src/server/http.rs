@@ -47,7 +47,8 @@ fn review_memory(bytes: Option<u64>) -> usize {
 
 /// Bodies up to this size are reviewed on the connection's own task: the work is bounded
 /// (SPEC §7, §8) and short, and a hand-off to another thread would cost more than it. Larger
-/// ones go to tokio's blocking pool, so that they cannot hold up other connections.
+/// ones, and validations that compile regexes ([`may_compile_regexes`]), go to tokio's blocking
+/// pool, so that they cannot hold up other connections.
 const INLINE_REVIEW_BYTES: usize = 256 * 1024;
 
 pub fn admission_router(settings: Arc<Settings>, metrics: Arc<Metrics>, request_timeout: Duration) -> Router {
@@ -229,7 +230,7 @@ async fn read_and_review(
         }
     }
     let body: Bytes = buffer.freeze();
-    let reviewed = if body.len() <= INLINE_REVIEW_BYTES {
+    let reviewed = if body.len() <= INLINE_REVIEW_BYTES && !may_compile_regexes(endpoint, &body) {
         // A panic (a bug in a rule) is caught here as the blocking pool would catch it.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             review::review_until(endpoint, &body, &state.settings, deadline)
@@ -268,6 +269,14 @@ async fn read_and_review(
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal error while reviewing; see the webhook's log")
         }
     })
+}
+
+/// Could this review compile regexes? Validating a VirtualService compiles each of its regexes
+/// with RE2, which for the largest patterns takes hundreds of milliseconds however short the
+/// body: such reviews go to the blocking pool, never onto the workers that serve every
+/// connection (and /healthz). Seen from the bytes, before anything is decoded.
+fn may_compile_regexes(endpoint: Endpoint, body: &[u8]) -> bool {
+    endpoint == Endpoint::Validate && memchr::memmem::find(body, b"VirtualService").is_some()
 }
 
 /// What a panic said, for the log.
