@@ -9,11 +9,12 @@
 //! Malformed divert entries are skipped without a warning: validation (§7) denies them with
 //! the full message, and a second, vaguer sentence here would only repeat it.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde_json::{Map, Value};
 
 use super::annotations::{self, Entry};
+use crate::cluster::ClusterView;
 use crate::rules::baggage::divert_pattern;
 use crate::rules::divert::{BAGGAGE_HEADER, GENERATED_ROUTE_PREFIX, LEGACY_HEADER};
 use crate::rules::{Findings, Subject};
@@ -26,6 +27,54 @@ const NOT_FORWARDING: [&str; 3] = ["redirect", "directResponse", "delegate"];
 struct Context<'a> {
     namespace: &'a str,
     settings: &'a Settings,
+    cluster: &'a ClusterView,
+}
+
+/// Which Services of the VirtualService's namespace a developer's clones send to the developer
+/// (SPEC §4.4, §4 `services`, §10.4). One per developer: a developer's entries are read together,
+/// as their routes are (a route is cloned once per developer).
+enum Services<'a> {
+    /// No cluster and no `services`: every Service (SPEC §4.4 as it is without a cluster).
+    Every,
+    /// Every entry of the developer lists `services`: the Services they list.
+    Listed(BTreeSet<&'a str>),
+    /// Some entry has no `services`, and there is a cluster: the Services the developer runs
+    /// (`None`: the developer namespace does not exist).
+    Run(Option<&'a BTreeSet<String>>),
+}
+
+impl Services<'_> {
+    /// Is a destination to Service `service` (as written in the host) sent to the developer?
+    fn admit(&self, service: &str) -> bool {
+        let lower: std::borrow::Cow<'_, str> = if service.bytes().any(|b| b.is_ascii_uppercase()) {
+            service.to_ascii_lowercase().into()
+        } else {
+            service.into()
+        };
+        match self {
+            Services::Every => true,
+            Services::Listed(listed) => listed.contains(lower.as_ref()),
+            Services::Run(run) => run.is_some_and(|run| run.contains(lower.as_ref())),
+        }
+    }
+}
+
+/// The [`Services`] of every developer named in `entries`. Work grows with the entries and the
+/// names they list.
+fn developer_services<'a>(entries: &'a [Entry], cluster: &'a ClusterView) -> BTreeMap<&'a str, Services<'a>> {
+    let mut by_key: BTreeMap<&str, Services<'_>> = BTreeMap::new();
+    for entry in entries {
+        let services = by_key.entry(entry.key.as_str()).or_insert_with(|| Services::Listed(BTreeSet::new()));
+        match (&entry.services, &mut *services) {
+            (None, _) if cluster.is_known() => {
+                *services = Services::Run(cluster.namespace(&entry.key).map(|ns| &ns.services));
+            }
+            (None, _) => *services = Services::Every,
+            (Some(names), Services::Listed(listed)) => listed.extend(names.iter().map(String::as_str)),
+            (Some(_), Services::Every | Services::Run(_)) => {}
+        }
+    }
+    by_key
 }
 
 /// Why a selected route is not cloned; each becomes one warning.
@@ -34,6 +83,8 @@ enum Skip {
     NotAMap,
     Unreadable(String),
     NothingToRewrite,
+    /// It has destinations in the namespace, but to none of the developer's [`Services`].
+    NoServiceOfTheDeveloper,
 }
 
 pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
@@ -70,7 +121,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         }
     };
 
-    let context = Context { namespace: subject.namespace, settings };
+    let context = Context { namespace: subject.namespace, settings, cluster: subject.cluster };
     // SPEC §7 size: what would be generated is counted first; above a limit nothing is.
     let plan = plan(&entries, http, &other_route_names, &context, subject.object, findings.object_bytes);
     if let Some(excess) = plan.excess(settings) {
@@ -85,9 +136,11 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
     let mut clones: Vec<Vec<Value>> = vec![Vec::new(); originals.len()];
     let mut generated: BTreeSet<String> = BTreeSet::new();
     let mut cloned: BTreeSet<(&str, usize)> = BTreeSet::new();
+    let developer_services = developer_services(&entries, context.cluster);
 
     for entry in &entries {
         let key = short(&entry.key);
+        let services = &developer_services[entry.key.as_str()];
         let selected = select_routes(entry, &originals, &other_route_names, &mut warnings);
         if selected.is_empty() && entry.routes.is_none() {
             warnings.push(format!("divert of {key}: this VirtualService has no http routes"));
@@ -116,7 +169,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
                     .push(format!("divert of {key}: route {label} would get a clone name already in use; rename it"));
                 continue;
             }
-            match clone_route(route, &name, &label, &entry.key, &context, &mut warnings) {
+            match clone_route(route, &name, &label, &entry.key, services, &context, &mut warnings) {
                 Ok(clone) => {
                     clones[index].push(clone);
                     generated.insert(name);
@@ -131,6 +184,12 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
                     "route {label} has no destination in namespace {}: not diverted",
                     short(context.namespace)
                 )),
+                Err(Skip::NoServiceOfTheDeveloper) => warnings.push(match services {
+                    Services::Listed(_) => {
+                        format!("divert of {key}: route {label} sends to none of the entry's services: not diverted")
+                    }
+                    _ => format!("divert of {key}: route {label} sends to no Service that {key} runs: not diverted"),
+                }),
             }
         }
     }
@@ -170,7 +229,7 @@ pub fn planned(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<
     spec.get("hosts").and_then(Value::as_array).filter(|h| !h.is_empty())?;
     let http = spec.get("http")?.as_array()?;
     let other_route_names = other_route_names(spec);
-    let context = Context { namespace: subject.namespace, settings };
+    let context = Context { namespace: subject.namespace, settings, cluster: subject.cluster };
     Some(plan(&entries, http, &other_route_names, &context, subject.object, object_bytes))
 }
 
@@ -265,29 +324,31 @@ fn plan(
         return Plan { routes: 0, object_bytes: 0 };
     }
     let originals: Vec<&Value> = http.iter().filter(|r| !route_name(r).is_some_and(is_generated_name)).collect();
-    // Per original route that a divert would clone: its size and its match entries.
-    struct Clonable {
+    // Per original route that a divert could clone: its size, its match entries and the
+    // Services of its destinations in the namespace (which developers run them is per developer).
+    struct Clonable<'r> {
         bytes: usize,
         match_entries: usize,
         /// The match list's own size, when --legacy-header doubles it.
         match_bytes: usize,
-        local_destinations: usize,
+        local_services: Vec<&'r str>,
     }
-    let clonable: Vec<Option<Clonable>> = originals
+    let clonable: Vec<Option<Clonable<'_>>> = originals
         .iter()
         .map(|route| {
-            let local_destinations = local_destinations(route, context);
-            (local_destinations > 0).then(|| Clonable {
+            let local_services = local_services(route, context);
+            (!local_services.is_empty()).then(|| Clonable {
                 bytes: json_bytes(route),
                 match_entries: route.get("match").and_then(Value::as_array).map_or(1, |m| m.len().max(1)),
                 match_bytes: match context.settings.legacy_header {
                     true => route.get("match").map_or(0, json_bytes),
                     false => 0,
                 },
-                local_destinations,
+                local_services,
             })
         })
         .collect();
+    let developer_services = developer_services(entries, context.cluster);
     let mut by_name: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
     for (index, route) in originals.iter().enumerate() {
         if let Some(name) = route_name(route) {
@@ -317,8 +378,16 @@ fn plan(
     let domain_bytes = context.settings.cluster_domain.len();
     for (key, selection) in &selections {
         let pattern_bytes = serde_json::to_string(&divert_pattern(key)).map_or(0, |p| p.len());
+        let services = &developer_services[key];
         let mut add = |index: &usize| {
             let Some(route) = &clonable[*index] else { return };
+            let rewritten = match services {
+                Services::Every => route.local_services.len(),
+                _ => route.local_services.iter().filter(|service| services.admit(service)).count(),
+            };
+            if rewritten == 0 {
+                return;
+            }
             routes += 1;
             // The clone: the route, its new name (the prefix, the key, a position), one baggage
             // condition per match entry (`,"headers":{"baggage":{"regex":"…"}}`), with
@@ -331,7 +400,7 @@ fn plan(
                 + 8
                 + route.match_entries * (pattern_bytes + 34)
                 + legacy * (route.match_bytes + route.match_entries * (key.len() + 44))
-                + route.local_destinations * (key.len() + domain_bytes + 7)
+                + rewritten * (key.len() + domain_bytes + 7)
                 + 1;
         };
         match selection {
@@ -348,16 +417,37 @@ fn plan(
     Plan { routes, object_bytes: base.saturating_sub(generated_bytes) + added_bytes }
 }
 
-/// How many destinations [`clone_route`] would rewrite in a clone of `route` (for any
-/// developer): 0 when it would make none (the route does not forward, or sends nowhere in the
-/// VirtualService's namespace). The same tests, without the copy.
-fn local_destinations(route: &Value, context: &Context<'_>) -> usize {
-    let Some(route) = route.as_object() else { return 0 };
+/// The Service of each destination [`clone_route`] could rewrite in a clone of `route` (which
+/// of them it does depends on the developer's [`Services`]): none when the route does not
+/// forward or sends nowhere in the VirtualService's namespace. The same tests, without the copy.
+fn local_services<'r>(route: &'r Value, context: &Context<'_>) -> Vec<&'r str> {
+    let Some(route) = route.as_object() else { return Vec::new() };
     if !forwards(route) {
-        return 0;
+        return Vec::new();
     }
-    let Some(destinations) = route.get("route").and_then(Value::as_array) else { return 0 };
-    destinations.iter().filter(|d| destination_host(d).is_some_and(|h| local_service(h, context).is_some())).count()
+    let Some(destinations) = route.get("route").and_then(Value::as_array) else { return Vec::new() };
+    destinations
+        .iter()
+        .filter_map(|d| destination_host(d).and_then(|h| local_service(h, context)))
+        .map(|(service, _)| service)
+        .collect()
+}
+
+/// The Services of `namespace` that the forwarding http routes of `object` send to, lowercase
+/// (SPEC §10.2: what a developer namespace must run to get an entry). Generated routes are left
+/// out, and so is a VirtualService without hosts (a delegate: never diverted, §4.7).
+pub fn routed_services(object: &Value, namespace: &str, settings: &Settings) -> BTreeSet<String> {
+    let Some(spec) = object.get("spec").and_then(Value::as_object) else { return BTreeSet::new() };
+    if spec.get("hosts").and_then(Value::as_array).is_none_or(|h| h.is_empty()) {
+        return BTreeSet::new();
+    }
+    let context = Context { namespace, settings, cluster: ClusterView::none() };
+    let http = spec.get("http").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    http.iter()
+        .filter(|route| !route_name(route).is_some_and(is_generated_name))
+        .flat_map(|route| local_services(route, &context))
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 /// `destination.host` of a route destination.
@@ -477,6 +567,7 @@ fn clone_route(
     name: &str,
     label: &str,
     key: &str,
+    services: &Services<'_>,
     context: &Context<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Value, Skip> {
@@ -488,7 +579,11 @@ fn clone_route(
         return Err(Skip::Unreadable("its route: is not a list".into()));
     };
     let matches = clone_matches(route.get("match"), key, context.settings, label, warnings)?;
-    let destinations = rewrite_destinations(destinations, key, context).ok_or(Skip::NothingToRewrite)?;
+    let destinations = rewrite_destinations(destinations, key, services, context).ok_or_else(|| {
+        let local =
+            destinations.iter().any(|d| destination_host(d).is_some_and(|h| local_service(h, context).is_some()));
+        if local { Skip::NoServiceOfTheDeveloper } else { Skip::NothingToRewrite }
+    })?;
 
     let mut clone = Map::with_capacity(route.len() + 2);
     clone.insert("name".into(), Value::String(name.to_string()));
@@ -574,15 +669,23 @@ fn with_header_condition(entry: &Map<String, Value>, (header, condition): &(&str
     Value::Object(entry)
 }
 
-/// The clone's destinations (SPEC §4.4), or `None` if no destination is in the VirtualService's
-/// namespace. Rewritten destinations lose `subset`; rewritten destinations that are then
+/// The clone's destinations (SPEC §4.4), or `None` if no destination goes to one of the
+/// developer's `services` in the VirtualService's namespace. Rewritten destinations lose `subset`; rewritten destinations that are then
 /// identical (apart from `weight`) are merged with their weights summed; a lone destination
 /// loses `weight`. Everything else is kept as it is.
-fn rewrite_destinations(destinations: &[Value], key: &str, context: &Context<'_>) -> Option<Vec<Value>> {
+fn rewrite_destinations(
+    destinations: &[Value],
+    key: &str,
+    services: &Services<'_>,
+    context: &Context<'_>,
+) -> Option<Vec<Value>> {
     let mut out: Vec<Value> = Vec::with_capacity(destinations.len());
     let mut rewritten: Vec<bool> = Vec::with_capacity(destinations.len());
     for destination in destinations {
-        let Some(host) = destination_host(destination).and_then(|h| developer_host(h, key, context)) else {
+        let Some(host) = destination_host(destination)
+            .filter(|h| local_service(h, context).is_some_and(|(service, _)| services.admit(service)))
+            .and_then(|h| developer_host(h, key, context))
+        else {
             out.push(destination.clone());
             rewritten.push(false);
             continue;
@@ -676,6 +779,7 @@ fn short(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::ClusterView;
     use crate::rules::Kind;
     use serde_json::json;
 
@@ -691,7 +795,13 @@ mod tests {
     }
 
     fn run(object: &Value, settings: &Settings) -> (Value, Vec<String>) {
-        let subject = Subject { kind: Kind::VirtualService, namespace: "staging", name: "vs", object };
+        let subject = Subject {
+            kind: Kind::VirtualService,
+            namespace: "staging",
+            name: "vs",
+            object,
+            cluster: ClusterView::none(),
+        };
         let mut out = object.clone();
         let mut findings = Findings::default();
         mutate(&subject, &mut out, settings, &mut findings);
@@ -710,7 +820,7 @@ mod tests {
     #[test]
     fn hosts_of_the_own_namespace_are_rewritten() {
         let settings = Settings::default();
-        let context = Context { namespace: "staging", settings: &settings };
+        let context = Context { namespace: "staging", settings: &settings, cluster: ClusterView::none() };
         let want = Some("api.cindy.svc.cluster.local".to_string());
         for host in
             ["api", "api.staging", "api.staging.svc", "api.staging.svc.cluster.local", "API.Staging", "Api.STAGING.SVC"]
@@ -737,7 +847,7 @@ mod tests {
             assert_eq!(developer_host(host, "cindy", &context), None, "{host}");
         }
         let custom = Settings { cluster_domain: "corp.internal".into(), ..Settings::default() };
-        let context = Context { namespace: "staging", settings: &custom };
+        let context = Context { namespace: "staging", settings: &custom, cluster: ClusterView::none() };
         assert_eq!(
             developer_host("api.staging.svc.corp.internal", "x", &context).as_deref(),
             Some("api.x.svc.corp.internal")
@@ -925,7 +1035,7 @@ mod tests {
     #[test]
     fn weights_that_are_not_integers_are_not_merged() {
         let settings = Settings::default();
-        let context = Context { namespace: "staging", settings: &settings };
+        let context = Context { namespace: "staging", settings: &settings, cluster: ClusterView::none() };
         let got = rewrite_destinations(
             &[
                 json!({"destination": {"host": "r", "subset": "v1"}, "weight": 50}),
@@ -933,6 +1043,7 @@ mod tests {
                 json!({"destination": {"host": "r", "subset": "v3"}}),
             ],
             "cindy",
+            &Services::Every,
             &context,
         )
         .unwrap();

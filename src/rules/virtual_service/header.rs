@@ -17,12 +17,12 @@ use serde_json::{Map, Value};
 
 use super::divert_routes::forwards;
 use crate::rules::baggage::{is_divert_member, member_value, members, with_divert_member, without_divert_member};
-use crate::rules::divert::{BAGGAGE_HEADER, LEGACY_HEADER, check_divert_key, header_annotation};
+use crate::rules::divert::{BAGGAGE_HEADER, LEGACY_HEADER, check_divert_key, header_annotation, implied_header_key};
 use crate::rules::{Findings, Subject};
 use crate::settings::Settings;
 
 pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
-    let key = header_annotation(subject.object);
+    let key = header_annotation(subject.object).or_else(|| implied_header_key(subject, settings));
     if key.is_some_and(|k| check_divert_key(k).is_err()) {
         return;
     }
@@ -168,11 +168,18 @@ fn header_key(map: &Map<String, Value>, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::ClusterView;
     use crate::rules::Kind;
     use serde_json::json;
 
     fn run(object: &Value, legacy: bool) -> (Value, Vec<String>) {
-        let subject = Subject { kind: Kind::VirtualService, namespace: "cindy", name: "vs", object };
+        let subject = Subject {
+            kind: Kind::VirtualService,
+            namespace: "cindy",
+            name: "vs",
+            object,
+            cluster: ClusterView::none(),
+        };
         let settings = Settings { legacy_header: legacy, ..Settings::default() };
         let mut out = object.clone();
         let mut findings = Findings::default();
