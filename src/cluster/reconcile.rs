@@ -232,8 +232,9 @@ pub fn owned_by_webhook(object: &Value, annotation: &str) -> bool {
     })
 }
 
-/// `objects` with `changes` applied to their annotations, as the writes would leave them
-/// (for tests and `reconcile -o yaml`).
+/// `objects` with `changes` applied as the writes would leave them: annotations set or removed,
+/// and the webhook's ownership of what it applies recorded in managedFields, as the apiserver
+/// records a server-side apply (for tests, and to show the result).
 pub fn apply(objects: &mut [Value], kind: &str, changes: &[ObjectChanges]) {
     for object_changes in changes.iter().filter(|c| c.kind == kind) {
         let Some(object) = objects
@@ -243,15 +244,49 @@ pub fn apply(objects: &mut [Value], kind: &str, changes: &[ObjectChanges]) {
             continue;
         };
         for change in &object_changes.changes {
-            let Some(annotations) = crate::rules::metadata_map_mut(object, "annotations") else { continue };
-            match change {
-                Change::Apply { annotation, value, .. } => {
-                    annotations.insert(annotation.clone(), Value::String(value.clone()));
-                }
-                Change::Release { annotation, .. } | Change::RemoveStale { annotation, .. } => {
-                    annotations.remove(annotation);
-                }
+            let (annotation, value) = match change {
+                Change::Apply { annotation, value, .. } => (annotation, Some(value)),
+                Change::Release { annotation, .. } | Change::RemoveStale { annotation, .. } => (annotation, None),
+            };
+            if let Some(annotations) = crate::rules::metadata_map_mut(object, "annotations") {
+                match value {
+                    Some(value) => annotations.insert(annotation.clone(), Value::String(value.clone())),
+                    None => annotations.remove(annotation),
+                };
             }
+            record_ownership(object, annotation, value.is_some());
+        }
+    }
+}
+
+/// Marks (or unmarks) `annotation` as owned by [`FIELD_MANAGER`] in the object's managedFields.
+fn record_ownership(object: &mut Value, annotation: &str, owned: bool) {
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    let managed = metadata.entry("managedFields").or_insert_with(|| Value::Array(Vec::new()));
+    let Some(managed) = managed.as_array_mut() else { return };
+    let position = managed.iter().position(|m| {
+        m.get("manager").and_then(Value::as_str) == Some(FIELD_MANAGER)
+            && m.get("operation").and_then(Value::as_str) == Some("Apply")
+    });
+    let index = match position {
+        Some(index) => index,
+        None if owned => {
+            managed.push(serde_json::json!({
+                "manager": FIELD_MANAGER, "operation": "Apply", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:annotations": {}}},
+            }));
+            managed.len() - 1
+        }
+        None => return,
+    };
+    if let Some(fields) =
+        managed[index].pointer_mut("/fieldsV1/f:metadata/f:annotations").and_then(Value::as_object_mut)
+    {
+        let field = format!("f:{annotation}");
+        if owned {
+            fields.insert(field, serde_json::json!({}));
+        } else {
+            fields.remove(&field);
         }
     }
 }
