@@ -73,9 +73,20 @@ pub enum Command {
         /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
         #[arg(long = "cluster")]
         cluster: PathBuf,
+        /// What to print: the annotation changes as a diff, or the writes themselves as YAML.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = ReconcileOutput::Diff)]
+        output: ReconcileOutput,
         #[command(flatten)]
         rules: RuleArgs,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReconcileOutput {
+    /// The annotation changes, object by object.
+    Diff,
+    /// The server-side apply configurations and JSON patches the reconciler would send.
+    Yaml,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -186,7 +197,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { file, cluster, rules } => {
             offline(&file, cluster.as_ref(), &rules, manifests::check_documents_in)
         }
-        Command::Reconcile { cluster, rules } => reconcile(&cluster, &rules),
+        Command::Reconcile { cluster, output, rules } => reconcile(&cluster, output, &rules),
     }
 }
 
@@ -204,7 +215,7 @@ fn read_cluster(file: &PathBuf) -> Result<ClusterState, String> {
     Ok(state)
 }
 
-fn reconcile(file: &PathBuf, rules: &RuleArgs) -> ExitCode {
+fn reconcile(file: &PathBuf, output: ReconcileOutput, rules: &RuleArgs) -> ExitCode {
     let state = match read_cluster(file) {
         Ok(state) => state,
         Err(e) => {
@@ -214,7 +225,11 @@ fn reconcile(file: &PathBuf, rules: &RuleArgs) -> ExitCode {
     };
     let settings = rules.settings();
     let plan = reconcile::plan(&state, &settings, &Absence::offline(reconcile::DEFAULT_STALE_GRACE));
-    let _ = std::io::stdout().lock().write_all(reconcile::diff(&plan).as_bytes());
+    let printed = match output {
+        ReconcileOutput::Diff => reconcile::diff(&plan),
+        ReconcileOutput::Yaml => reconcile::writes_yaml(&plan),
+    };
+    let _ = std::io::stdout().lock().write_all(printed.as_bytes());
     let changes: usize = plan.iter().map(|o| o.changes.len()).sum();
     if plan.is_empty() {
         eprintln!("nothing to change");

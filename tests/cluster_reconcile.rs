@@ -55,6 +55,7 @@ fn the_dump_gets_entries_for_what_developers_run_and_loses_stale_ones() {
     let changes = plan(&state, &Settings::default(), &Absence::offline(GRACE));
     let shop = ObjectChanges {
         kind: "VirtualService",
+        api_version: "networking.istio.io/v1".into(),
         namespace: "staging".into(),
         name: "shop".into(),
         changes: vec![
@@ -73,12 +74,18 @@ fn the_dump_gets_entries_for_what_developers_run_and_loses_stale_ones() {
                 value: r#"{"namespace":"gone","routes":["web"]}"#.into(),
             },
         ],
+        owned: BTreeMap::from([
+            (entry_annotation("cindy"), r#"{"namespace":"cindy","services":["api"]}"#.into()),
+            (entry_annotation("bob"), r#"{"namespace":"bob","services":["web"]}"#.into()),
+        ]),
     };
     let header = ObjectChanges {
         kind: "VirtualService",
+        api_version: "networking.istio.io/v1".into(),
         namespace: "cindy".into(),
         name: "api".into(),
         changes: vec![Change::Apply { annotation: HEADER.into(), value: "cindy".into(), previous: None }],
+        owned: BTreeMap::from([(HEADER.into(), "cindy".into())]),
     };
     assert_eq!(changes, [shop, header]);
     // Within the grace period the stale entry stays.
@@ -142,6 +149,28 @@ fn entries_follow_labels_services_and_deletions() {
             "{change}"
         );
     }
+    // A second developer: the apply configuration keeps cindy's entry, which did not change (a
+    // server-side apply without it would remove it).
+    let mut two = state.clone();
+    two.view.add_namespace("bob", labels(Some("staging")));
+    two.view.add_service("bob", "web");
+    let (_, current) = ours("cindy", &["api", "web"]);
+    two.virtual_services[0]["metadata"]["annotations"][&key] = current.clone();
+    let changes = plan(&two, &settings, &absence);
+    assert_eq!(changes[0].changes.len(), 1, "{changes:?}");
+    let configuration = reconcile::apply_configuration(&changes[0]).unwrap();
+    assert_eq!(
+        configuration,
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "shop", "namespace": "staging", "annotations": {
+                key.clone(): current,
+                entry_annotation("bob"): r#"{"namespace":"bob","services":["web"]}"#,
+            }},
+        })
+    );
+    assert_eq!(reconcile::stale_patch(&changes[0]), None);
+
     // Someone else's entry for cindy is not the reconciler's to change while cindy exists, even
     // unlabelled or being deleted.
     let mut foreign = state.clone();
@@ -174,9 +203,11 @@ fn header_annotations_written_by_the_webhook_are_removed_with_the_label_and_no_o
         changes,
         [ObjectChanges {
             kind: "VirtualService",
+            api_version: "networking.istio.io/v1".into(),
             namespace: "cindy".into(),
             name: "a".into(),
             changes: vec![Change::Release { annotation: HEADER.into(), value: "cindy".into() }],
+            owned: BTreeMap::new(),
         }]
     );
     // Under the nginx driver Ingresses get it, VirtualServices do not.
@@ -220,6 +251,39 @@ fn reconcile_prints_the_plan_as_a_diff() {
     assert_eq!(String::from_utf8(out.stderr).unwrap(), "4 change(s) on 2 object(s)\n");
 }
 
+#[test]
+fn reconcile_prints_the_writes_themselves_as_yaml() {
+    let out = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+        .args(["reconcile", "--cluster", "tests/fixtures/cluster-dump.yaml", "-o", "yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("POD_NAMESPACE")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("# server-side apply of VirtualService staging/shop, field manager divert-webhook\n"),
+        "{stdout}"
+    );
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&stdout).unwrap();
+    assert_eq!(docs.len(), 3, "{stdout}");
+    assert_eq!(docs[0]["metadata"]["annotations"].as_object().unwrap().len(), 2);
+    assert_eq!(docs[2]["metadata"], json!({"name": "api", "namespace": "cindy", "annotations": {HEADER: "cindy"}}));
+    // The JSON patch removes the stale entry from the object as it is, and from nothing else:
+    // changed since it was read, the test fails and nothing is removed.
+    let patch: json_patch::Patch = serde_json::from_value(docs[1].clone()).unwrap();
+    let shop = dump().virtual_services.into_iter().find(|v| v["metadata"]["name"] == "shop").unwrap();
+    let mut patched = shop.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    assert!(patched["metadata"]["annotations"].get("divert.okteto.com/gone-shop").is_none());
+    assert_eq!(patched["metadata"]["annotations"].as_object().unwrap().len(), 1);
+    let mut changed = shop.clone();
+    changed["metadata"]["annotations"]["divert.okteto.com/gone-shop"] = json!(r#"{"namespace":"gone"}"#);
+    let before = changed.clone();
+    assert!(json_patch::patch(&mut changed, &patch).is_err());
+    assert_eq!(changed, before);
+}
+
 /// Admission of every VirtualService of `state` with its view, as the reconciler's writes come
 /// back through the mutating webhook; the objects are replaced by what it stores.
 fn admit_all(state: &mut ClusterState, settings: &Settings) -> Vec<String> {
@@ -241,6 +305,41 @@ fn admit_all(state: &mut ClusterState, settings: &Settings) -> Vec<String> {
         warnings.extend(admission.warnings);
     }
     warnings
+}
+
+/// `objects` after the reconciler's writes as the apiserver performs them: a server-side apply
+/// replaces the annotations field manager divert-webhook owned (its entries, and the header if
+/// managedFields say so) with those of the apply configuration; a JSON patch tests, then removes.
+fn written(objects: &[Value], plan: &[ObjectChanges]) -> Vec<Value> {
+    let mut objects = objects.to_vec();
+    for changes in plan {
+        let object = objects
+            .iter_mut()
+            .find(|o| {
+                o["metadata"]["namespace"] == changes.namespace.as_str()
+                    && o["metadata"]["name"] == changes.name.as_str()
+            })
+            .unwrap();
+        if let Some(configuration) = reconcile::apply_configuration(changes) {
+            let header_owned = reconcile::owned_by_webhook(object, HEADER);
+            let annotations = object["metadata"]["annotations"].as_object_mut().unwrap();
+            annotations.retain(|key, value| {
+                let entry_of_webhook = serde_json::from_str::<Value>(value.as_str().unwrap_or_default())
+                    .ok()
+                    .and_then(|v| v["namespace"].as_str().map(entry_annotation))
+                    .is_some_and(|ours| ours == *key);
+                !(entry_of_webhook || (key == HEADER && header_owned))
+            });
+            for (key, value) in configuration["metadata"]["annotations"].as_object().unwrap() {
+                annotations.insert(key.clone(), value.clone());
+            }
+        }
+        if let Some(patch) = reconcile::stale_patch(changes) {
+            let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+            json_patch::patch(object, &patch).expect("the tests pass on the object read");
+        }
+    }
+    objects
 }
 
 const SERVICES: [&str; 5] = ["svc-0", "svc-1", "svc-2", "svc-3", "svc-4"];
@@ -347,7 +446,13 @@ proptest! {
         let absence = Absence { grace: GRACE, gone_for: BTreeMap::new(), watched_for: watched.map(Duration::from_secs) };
         let mut state = state;
         let first = plan(&state, &settings, &absence);
+        let by_writes = written(&state.virtual_services, &first);
         reconcile::apply(&mut state.virtual_services, "VirtualService", &first);
+        // The writes themselves (apply configurations as the apiserver merges them, tested
+        // JSON patches) leave the annotations the plan says.
+        for (written, applied) in by_writes.iter().zip(&state.virtual_services) {
+            prop_assert_eq!(&written["metadata"]["annotations"], &applied["metadata"]["annotations"]);
+        }
         admit_all(&mut state, &settings);
         let second = plan(&state, &settings, &absence);
         prop_assert!(second.is_empty(), "a second plan: {:?}", second);

@@ -90,9 +90,20 @@ pub enum Change {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectChanges {
     pub kind: &'static str,
+    pub api_version: String,
     pub namespace: String,
     pub name: String,
     pub changes: Vec<Change>,
+    /// Every annotation the webhook wants to own on the object after the change: what its
+    /// server-side apply sends (a field it owned and leaves out is removed by the apiserver).
+    pub owned: BTreeMap<String, String>,
+}
+
+impl ObjectChanges {
+    /// Does the change need a server-side apply (anything but stale removals)?
+    pub fn needs_apply(&self) -> bool {
+        self.changes.iter().any(|c| matches!(c, Change::Apply { .. } | Change::Release { .. }))
+    }
 }
 
 /// What the reconciler would write (SPEC §10.2, §10.3, §10.5): every object that needs a change,
@@ -106,33 +117,26 @@ pub fn plan(state: &ClusterState, settings: &Settings, absence: &Absence) -> Vec
         }
     }
     let mut out = Vec::new();
-    let (header_objects, header_kind) = match settings.driver {
+    let (objects, kind) = match settings.driver {
         Driver::Istio => (&state.virtual_services, "VirtualService"),
         Driver::Nginx => (&state.ingresses, "Ingress"),
     };
-    if settings.driver == Driver::Istio {
-        for object in &state.virtual_services {
-            let (namespace, name) = namespace_and_name(object);
-            let mut changes = entry_changes(object, namespace, &developers, state, settings, absence);
-            if header_kind == "VirtualService" {
-                changes.extend(header_change(object, namespace, state, settings));
-            }
-            push(&mut out, "VirtualService", namespace, name, changes);
-        }
-    } else {
-        for object in header_objects {
-            let (namespace, name) = namespace_and_name(object);
-            let changes = header_change(object, namespace, state, settings).into_iter().collect();
-            push(&mut out, header_kind, namespace, name, changes);
+    for object in objects {
+        let (namespace, name) = namespace_and_name(object);
+        let (mut changes, mut owned) = match settings.driver {
+            Driver::Istio => entry_changes(object, namespace, &developers, state, settings, absence),
+            Driver::Nginx => Default::default(),
+        };
+        let (header_change, header_owned) = header_change(object, namespace, state, settings);
+        changes.extend(header_change);
+        owned.extend(header_owned);
+        if !changes.is_empty() {
+            let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+            let (namespace, name) = (namespace.to_string(), name.to_string());
+            out.push(ObjectChanges { kind, api_version, namespace, name, changes, owned });
         }
     }
     out
-}
-
-fn push(out: &mut Vec<ObjectChanges>, kind: &'static str, namespace: &str, name: &str, changes: Vec<Change>) {
-    if !changes.is_empty() {
-        out.push(ObjectChanges { kind, namespace: namespace.to_string(), name: name.to_string(), changes });
-    }
 }
 
 fn namespace_and_name(object: &Value) -> (&str, &str) {
@@ -144,7 +148,8 @@ fn annotation_str<'a>(object: &'a Value, annotation: &str) -> Option<&'a str> {
     object.pointer("/metadata/annotations").and_then(|a| a.get(annotation)).and_then(Value::as_str)
 }
 
-/// §10.2 and §10.5 on one VirtualService of namespace `namespace`.
+/// §10.2 and §10.5 on one VirtualService of namespace `namespace`: the changes, and the entries
+/// the webhook owns afterwards.
 fn entry_changes(
     object: &Value,
     namespace: &str,
@@ -152,9 +157,9 @@ fn entry_changes(
     state: &ClusterState,
     settings: &Settings,
     absence: &Absence,
-) -> Vec<Change> {
+) -> (Vec<Change>, BTreeMap<String, String>) {
     if settings.is_protected(namespace) {
-        return Vec::new();
+        return Default::default();
     }
     // What the entries should be: one per developer namespace that runs a Service this
     // VirtualService routes to in its own namespace.
@@ -196,16 +201,25 @@ fn entry_changes(
             changes.push(Change::RemoveStale { annotation: entry.annotation.clone(), value: value.to_string() });
         }
     }
-    changes
+    (changes, desired)
 }
 
 /// §10.3 on one object of namespace `namespace`: the header annotation written on the objects
 /// of a developer namespace, and removed (only if the webhook wrote it) when the namespace
-/// stops being one.
-fn header_change(object: &Value, namespace: &str, state: &ClusterState, settings: &Settings) -> Option<Change> {
+/// stops being one. Also the annotation the webhook owns afterwards: its own value, when it is
+/// there or added (owning a value someone else also set shares the field; it stays theirs
+/// when the webhook lets go).
+fn header_change(
+    object: &Value,
+    namespace: &str,
+    state: &ClusterState,
+    settings: &Settings,
+) -> (Option<Change>, Option<(String, String)>) {
     let current = object.pointer("/metadata/annotations").and_then(|a| a.get(HEADER_ANNOTATION));
     let developer = state.developer_of(namespace, settings).is_some();
-    match current {
+    let owned = (developer && current.is_none_or(|c| c.as_str() == Some(namespace)))
+        .then(|| (HEADER_ANNOTATION.to_string(), namespace.to_string()));
+    let change = match current {
         None if developer => Some(Change::Apply {
             annotation: HEADER_ANNOTATION.to_string(),
             value: namespace.to_string(),
@@ -215,7 +229,8 @@ fn header_change(object: &Value, namespace: &str, state: &ClusterState, settings
             Some(Change::Release { annotation: HEADER_ANNOTATION.to_string(), value: value.clone() })
         }
         _ => None,
-    }
+    };
+    (change, owned)
 }
 
 /// Do the object's managedFields say field manager `divert-webhook` owns annotation `annotation`?
@@ -289,6 +304,57 @@ fn record_ownership(object: &mut Value, annotation: &str, owned: bool) {
             fields.remove(&field);
         }
     }
+}
+
+/// The server-side apply configuration of `changes` (SPEC §10.6), if it needs one: the object's
+/// identity and every annotation the webhook owns afterwards.
+pub fn apply_configuration(changes: &ObjectChanges) -> Option<Value> {
+    changes.needs_apply().then(|| {
+        serde_json::json!({
+            "apiVersion": changes.api_version,
+            "kind": changes.kind,
+            "metadata": {"name": changes.name, "namespace": changes.namespace, "annotations": changes.owned},
+        })
+    })
+}
+
+/// The JSON patch that removes someone else's stale entries (SPEC §10.6): each value tested
+/// first, so an entry changed since it was read is left alone (the patch then fails whole).
+pub fn stale_patch(changes: &ObjectChanges) -> Option<Value> {
+    let ops: Vec<Value> = changes
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::RemoveStale { annotation, value } => Some((annotation, value)),
+            _ => None,
+        })
+        .flat_map(|(annotation, value)| {
+            let path = format!("/metadata/annotations/{}", annotation.replace('~', "~0").replace('/', "~1"));
+            [
+                serde_json::json!({"op": "test", "path": path, "value": value}),
+                serde_json::json!({"op": "remove", "path": path}),
+            ]
+        })
+        .collect();
+    (!ops.is_empty()).then_some(Value::Array(ops))
+}
+
+/// The writes themselves, as YAML documents: per object, its apply configuration and its JSON
+/// patch, each after a comment line saying what it is.
+pub fn writes_yaml(plan: &[ObjectChanges]) -> String {
+    let mut out = String::new();
+    for changes in plan {
+        let object = format!("{} {}/{}", changes.kind, changes.namespace, changes.name);
+        if let Some(configuration) = apply_configuration(changes) {
+            let _ = writeln!(out, "---\n# server-side apply of {object}, field manager {FIELD_MANAGER}");
+            out.push_str(&crate::manifests::to_yaml(&[configuration]));
+        }
+        if let Some(patch) = stale_patch(changes) {
+            let _ = writeln!(out, "---\n# JSON patch of {object}: stale entries of someone else");
+            out.push_str(&crate::manifests::to_yaml(&[patch]));
+        }
+    }
+    out
 }
 
 /// The plan as a diff of annotations, object by object, saying how each is written.
