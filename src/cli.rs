@@ -1,4 +1,4 @@
-//! The command line: `serve`, `review`, `mutate`, `check`. Thin: every command ends in
+//! The command line: `serve`, `review`, `mutate`, `check`, `reconcile`. Thin: every command ends in
 //! [`crate::review`], the same code path as the server.
 
 use std::io::{Read, Write};
@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::cluster::ClusterView;
+use crate::cluster::reconcile::{self, Absence};
+use crate::cluster::state::{self, ClusterState};
 use crate::manifests;
 use crate::review::{self, Endpoint};
 use crate::selector::Selector;
@@ -49,6 +52,9 @@ pub enum Command {
     Mutate {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
+        #[arg(long = "cluster")]
+        cluster: Option<PathBuf>,
         #[command(flatten)]
         rules: RuleArgs,
     },
@@ -56,9 +62,31 @@ pub enum Command {
     Check {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
+        #[arg(long = "cluster")]
+        cluster: Option<PathBuf>,
         #[command(flatten)]
         rules: RuleArgs,
     },
+    /// Print, as a diff, the annotations the reconciler would write in the cluster of a dump.
+    Reconcile {
+        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
+        #[arg(long = "cluster")]
+        cluster: PathBuf,
+        /// What to print: the annotation changes as a diff, or the writes themselves as YAML.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = ReconcileOutput::Diff)]
+        output: ReconcileOutput,
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReconcileOutput {
+    /// The annotation changes, object by object.
+    Diff,
+    /// The server-side apply configurations and JSON patches the reconciler would send.
+    Yaml,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -163,12 +191,57 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Mutate { file, rules } => offline(&file, &rules, manifests::mutate_documents),
-        Command::Check { file, rules } => offline(&file, &rules, manifests::check_documents),
+        Command::Mutate { file, cluster, rules } => {
+            offline(&file, cluster.as_ref(), &rules, manifests::mutate_documents_in)
+        }
+        Command::Check { file, cluster, rules } => {
+            offline(&file, cluster.as_ref(), &rules, manifests::check_documents_in)
+        }
+        Command::Reconcile { cluster, output, rules } => reconcile(&cluster, output, &rules),
     }
 }
 
-fn offline(file: &PathBuf, rules: &RuleArgs, run: fn(&str, &Settings) -> manifests::Report) -> ExitCode {
+/// The cluster's state from the dump at `file`; unused kinds are named on stderr. `Err` is the
+/// message for stderr.
+fn read_cluster(file: &PathBuf) -> Result<ClusterState, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let (state, notes) = state::from_dump(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    for (kind, count) in &notes.ignored_kinds {
+        eprintln!(
+            "note: {}: {count} {kind} object(s) ignored (the cluster view reads Namespaces, Services, VirtualServices, Ingresses, HTTPRoutes)",
+            file.display()
+        );
+    }
+    Ok(state)
+}
+
+fn reconcile(file: &PathBuf, output: ReconcileOutput, rules: &RuleArgs) -> ExitCode {
+    let state = match read_cluster(file) {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("divert-webhook: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = rules.settings();
+    let plan = reconcile::plan(&state, &settings, &Absence::offline(reconcile::DEFAULT_STALE_GRACE));
+    let printed = match output {
+        ReconcileOutput::Diff => reconcile::diff(&plan),
+        ReconcileOutput::Yaml => reconcile::writes_yaml(&plan),
+    };
+    let _ = std::io::stdout().lock().write_all(printed.as_bytes());
+    let changes: usize = plan.iter().map(|o| o.changes.len()).sum();
+    if plan.is_empty() {
+        eprintln!("nothing to change");
+    } else {
+        eprintln!("{changes} change(s) on {} object(s)", plan.len());
+    }
+    ExitCode::SUCCESS
+}
+
+type OfflineRun = fn(&str, &Settings, &ClusterView) -> manifests::Report;
+
+fn offline(file: &PathBuf, cluster: Option<&PathBuf>, rules: &RuleArgs, run: OfflineRun) -> ExitCode {
     let input = match read_input(file) {
         Ok(s) => s,
         Err(e) => {
@@ -176,7 +249,15 @@ fn offline(file: &PathBuf, rules: &RuleArgs, run: fn(&str, &Settings) -> manifes
             return ExitCode::from(2);
         }
     };
-    let report = run(&input, &rules.settings());
+    let state = match cluster.map(read_cluster).transpose() {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("divert-webhook: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let view = state.as_ref().map_or(ClusterView::none(), |state| &state.view);
+    let report = run(&input, &rules.settings(), view);
     let _ = std::io::stdout().lock().write_all(report.stdout.as_bytes());
     let mut err = std::io::stderr().lock();
     for line in &report.stderr {

@@ -5,6 +5,7 @@
 //! edges: [`server`] (HTTPS + metrics), [`manifests`] (offline `mutate`/`check`).
 
 pub mod cli;
+pub mod cluster;
 pub mod deadline;
 pub mod manifests;
 pub mod patch;

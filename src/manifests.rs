@@ -1,5 +1,8 @@
 //! Offline `mutate -f` and `check -f`: multi-document YAML in, the webhook's decisions out.
 //!
+//! With `--cluster FILE` the rules get the cluster view read from a dump (SPEC §10.9), as the
+//! server gets it from its caches.
+//!
 //! Each document goes through [`crate::review::admit`] exactly as the server would handle a
 //! CREATE of it: mutation first, then validation of the mutated object (the apiserver's order).
 //! Field order is kept (serde_json with `preserve_order`); documents the webhook has no rules
@@ -7,7 +10,9 @@
 
 use serde_json::Value;
 
-use crate::review::{Endpoint, Operation, admit};
+use crate::cluster::ClusterView;
+use crate::deadline::Deadline;
+use crate::review::{Endpoint, Operation, admit_in};
 use crate::rules::Kind;
 use crate::rules::divert::object_ref;
 use crate::settings::Settings;
@@ -66,7 +71,7 @@ fn label(object: &Value, kind: &str, namespace: &str) -> String {
     object_ref(if kind.is_empty() { "object" } else { kind }, namespace, &name)
 }
 
-fn process(object: Value, settings: &Settings) -> Result<Processed, String> {
+fn process(object: Value, settings: &Settings, cluster: &ClusterView) -> Result<Processed, String> {
     let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     let kind_name = object.get("kind").and_then(Value::as_str).unwrap_or_default();
     let Some(kind) = Kind::from_manifest(api_version, kind_name) else {
@@ -78,11 +83,15 @@ fn process(object: Value, settings: &Settings) -> Result<Processed, String> {
         object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(DEFAULT_NAMESPACE).to_string();
     let label = label(&object, kind.as_str(), if kind == Kind::Namespace { "" } else { &namespace });
 
-    let mutation = admit(Endpoint::Mutate, kind, Operation::Create, &namespace, &object, settings);
+    let admit = |endpoint, object: &Value| {
+        admit_in(endpoint, kind, Operation::Create, &namespace, object, settings, cluster, Deadline::NONE)
+            .expect("a review without a deadline always finishes")
+    };
+    let mutation = admit(Endpoint::Mutate, &object);
     let mut mutated = object;
     json_patch::patch(&mut mutated, &mutation.patch.decode())
         .map_err(|e| format!("{label}: the webhook's own patch does not apply: {e}"))?;
-    let validation = admit(Endpoint::Validate, kind, Operation::Create, &namespace, &mutated, settings);
+    let validation = admit(Endpoint::Validate, &mutated);
     let mut warnings = mutation.warnings;
     warnings.extend(validation.warnings);
     let denials = validation.denials.into_iter().map(|d| d.message).collect();
@@ -90,7 +99,7 @@ fn process(object: Value, settings: &Settings) -> Result<Processed, String> {
 }
 
 /// Parses multi-document YAML; empty documents are skipped; a `kind: List` is expanded.
-fn documents(input: &str) -> Result<Vec<Value>, String> {
+pub(crate) fn documents(input: &str) -> Result<Vec<Value>, String> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(input).map_err(|e| format!("cannot read YAML: {e}"))?;
     let mut out = Vec::with_capacity(docs.len());
     for doc in docs {
@@ -117,7 +126,7 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn run(input: &str, settings: &Settings, print_objects: bool) -> Report {
+fn run(input: &str, settings: &Settings, cluster: &ClusterView, print_objects: bool) -> Report {
     let mut report = Report::default();
     let docs = match documents(input) {
         Ok(d) => d,
@@ -130,7 +139,7 @@ fn run(input: &str, settings: &Settings, print_objects: bool) -> Report {
     let mut out = Vec::with_capacity(docs.len());
     let mut denied = 0;
     for doc in docs {
-        match process(doc, settings) {
+        match process(doc, settings, cluster) {
             Ok(p) => {
                 for w in &p.warnings {
                     report.stderr.push(format!("warning: {}", naming(&p.label, w)));
@@ -185,10 +194,20 @@ pub fn to_yaml(objects: &[Value]) -> String {
 
 /// `mutate -f`: the mutated manifests on stdout; warnings and denials on stderr.
 pub fn mutate_documents(input: &str, settings: &Settings) -> Report {
-    run(input, settings, true)
+    run(input, settings, ClusterView::none(), true)
 }
 
 /// `check -f`: a verdict line per object on stdout; denials and warnings on stderr.
 pub fn check_documents(input: &str, settings: &Settings) -> Report {
-    run(input, settings, false)
+    run(input, settings, ClusterView::none(), false)
+}
+
+/// `mutate -f --cluster`: [`mutate_documents`] with the cluster's state (SPEC §10.9).
+pub fn mutate_documents_in(input: &str, settings: &Settings, cluster: &ClusterView) -> Report {
+    run(input, settings, cluster, true)
+}
+
+/// `check -f --cluster`: [`check_documents`] with the cluster's state (SPEC §10.9).
+pub fn check_documents_in(input: &str, settings: &Settings, cluster: &ClusterView) -> Report {
+    run(input, settings, cluster, false)
 }

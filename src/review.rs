@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::cluster::ClusterView;
 use crate::deadline::{Deadline, Expired};
 use crate::patch::{self, JsonPatch};
 use crate::rules::{self, Denial, Findings, Kind, Subject};
@@ -109,7 +110,22 @@ pub fn admit_until(
     settings: &Settings,
     deadline: Deadline,
 ) -> Result<Admission, Expired> {
-    admit_sized(endpoint, kind, operation, namespace, object, None, settings, deadline)
+    admit_in(endpoint, kind, operation, namespace, object, settings, ClusterView::none(), deadline)
+}
+
+/// [`admit_until`] with what is known of the cluster (SPEC §10).
+#[allow(clippy::too_many_arguments)]
+pub fn admit_in(
+    endpoint: Endpoint,
+    kind: Kind,
+    operation: Operation,
+    namespace: &str,
+    object: &Value,
+    settings: &Settings,
+    cluster: &ClusterView,
+    deadline: Deadline,
+) -> Result<Admission, Expired> {
+    admit_sized(endpoint, kind, operation, namespace, object, None, settings, cluster, deadline)
 }
 
 /// [`admit_until`] for an object whose size in JSON is known (`object_bytes`: the review's body).
@@ -122,6 +138,7 @@ fn admit_sized(
     object: &Value,
     object_bytes: Option<usize>,
     settings: &Settings,
+    cluster: &ClusterView,
     deadline: Deadline,
 ) -> Result<Admission, Expired> {
     if !matches!(operation, Operation::Create | Operation::Update) {
@@ -129,7 +146,7 @@ fn admit_sized(
     }
     let name = object.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
     let namespace = if kind == Kind::Namespace { name } else { namespace };
-    let subject = Subject { kind, namespace, name, object };
+    let subject = Subject { kind, namespace, name, object, cluster };
     let mut findings = Findings::until(deadline);
     findings.object_bytes = object_bytes;
     let admission = match endpoint {
@@ -256,6 +273,17 @@ pub fn review_until(
     settings: &Settings,
     deadline: Deadline,
 ) -> Result<(Vec<u8>, Summary), Unanswered> {
+    review_in(endpoint, body, settings, ClusterView::none(), deadline)
+}
+
+/// [`review_until`] with what is known of the cluster (SPEC §10).
+pub fn review_in(
+    endpoint: Endpoint,
+    body: &[u8],
+    settings: &Settings,
+    cluster: &ClusterView,
+    deadline: Deadline,
+) -> Result<(Vec<u8>, Summary), Unanswered> {
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
             InvalidReview(one_line(format_args!("not a readable AdmissionReview: {e}")))
@@ -294,7 +322,7 @@ pub fn review_until(
                 Parsed::Object(parsed) => {
                     // managedFields, left out of the tree, still counts in the stored object's size.
                     let bytes = Some(object.get().len());
-                    admit_sized(endpoint, kind, operation, namespace, &parsed, bytes, settings, deadline)?
+                    admit_sized(endpoint, kind, operation, namespace, &parsed, bytes, settings, cluster, deadline)?
                 }
                 Parsed::TooDeep => {
                     unread(endpoint, kind, format!("is nested more than {MAX_OBJECT_DEPTH} levels deep"), "flatten it")

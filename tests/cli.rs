@@ -281,3 +281,55 @@ fn boolean_variables_take_only_true_or_false() {
         assert!(text(&out.stderr).contains("--legacy-header"), "{}", text(&out.stderr));
     }
 }
+
+/// SPEC §10.9: `mutate --cluster` and `check --cluster` answer as the server would in the
+/// cluster of a `kubectl get … -o yaml` dump.
+#[test]
+fn mutate_and_check_with_a_cluster_dump_give_the_cluster_aware_answers() {
+    let dump = "tests/fixtures/cluster-dump.yaml";
+    let shop = "tests/fixtures/cluster-shop.yaml";
+    let out = divert_webhook(&["mutate", "-f", shop, "--cluster", dump], None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the Namespace dave is denied: {stderr}");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text(&out.stdout)).unwrap();
+    let names = |doc: &Value| -> Vec<String> {
+        doc["spec"]["http"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap_or("-").to_string()).collect()
+    };
+    // cindy's entry has no services: only api, the one Service cindy runs, is diverted (§10.4).
+    assert_eq!(names(&docs[0]), ["okteto-divert-cindy-api", "api", "web", "db"]);
+    assert_eq!(docs[0]["spec"]["http"][0]["route"][0]["destination"]["host"], "api.cindy.svc.cluster.local");
+    assert!(stderr.contains("warning: VirtualService staging/shop: divert of cindy: route web sends to no Service that cindy runs: not diverted"), "{stderr}");
+    // cindy is a developer namespace: its VirtualService gets the header without an annotation (§10.3).
+    assert_eq!(docs[1]["spec"]["http"][0]["headers"]["request"]["add"]["baggage"], "okteto-divert=cindy");
+    assert!(
+        stderr.contains("denied: Namespace dave: label divert.okteto.com/from: \"dave\" is this namespace itself"),
+        "{stderr}"
+    );
+
+    // Without the dump: every route to staging is diverted, and cindy's VirtualService is left alone.
+    let out = divert_webhook(&["mutate", "-f", shop], None);
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text(&out.stdout)).unwrap();
+    assert_eq!(
+        names(&docs[0]),
+        ["okteto-divert-cindy-api", "api", "okteto-divert-cindy-web", "web", "okteto-divert-cindy-db", "db"]
+    );
+    assert!(docs[1]["spec"]["http"][0].get("headers").is_none());
+
+    let out = divert_webhook(&["check", "-f", shop, "--cluster", dump], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "allowed: VirtualService staging/shop\nallowed: VirtualService cindy/api\ndenied: Namespace dave\n"
+    );
+
+    // A dump that cannot be read stops the command (exit 2), naming the file and the item.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "kind: List\nitems:\n- {apiVersion: v1, kind: Service, metadata: {name: a}}\n").unwrap();
+    let out = divert_webhook(&["check", "-f", shop, "--cluster", bad.path().to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("Service a (item 0) of the cluster dump has no metadata.namespace"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -119,3 +119,14 @@ spec:
     let expected = format!("warning: VirtualService staging/api: {}", quoted.trim_end());
     assert!(mutated.stderr.contains(&expected), "{:?}", mutated.stderr);
 }
+
+#[test]
+fn the_cluster_doc_quotes_the_real_denial_of_a_bad_from_label() {
+    let doc = read("docs/cluster.md");
+    let quoted = block_after(&doc, "naming the label and the fix:");
+    let manifest =
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: cindy\n  labels:\n    divert.okteto.com/from: cindy\n";
+    let checked = check_documents(manifest, &settings(Driver::Istio));
+    assert_eq!(checked.verdict, Verdict::Denied);
+    assert_eq!(checked.stderr[0], format!("denied: {}", quoted.trim_end()));
+}

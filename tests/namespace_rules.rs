@@ -327,3 +327,31 @@ fn protected_namespaces_skip_the_wrong_mesh_denial_but_not_the_two_meshes_denial
     let message = denied(&both, &istio());
     assert!(message.contains("istio-injection=enabled") && message.contains("linkerd.io/inject=enabled"), "{message}");
 }
+
+/// SPEC §10.1: the developer-namespace label is checked with or without a cluster.
+#[test]
+fn the_divert_from_label_must_name_another_unprotected_namespace() {
+    const FROM: &str = "divert.okteto.com/from";
+    for settings in [istio(), nginx()] {
+        let fine = namespace("cindy", &[(FROM, "staging")], &[]);
+        assert_ne!(ask(Endpoint::Validate, &review_of(&fine), &settings).outcome, Outcome::Denied);
+        for (value, says) in [
+            ("Staging", "is not a namespace name (DNS-1123 label"),
+            ("cindy", "is this namespace itself"),
+            ("kube-system", "is a protected namespace"),
+            ("", "is not a namespace name"),
+        ] {
+            let ns = namespace("cindy", &[(FROM, value)], &[]);
+            let message = denied(&ns, &settings);
+            assert!(message.starts_with("Namespace cindy: label divert.okteto.com/from: "), "{message}");
+            assert!(message.contains(says), "{value:?}: {message}");
+            assert!(message.contains("set it to the shared namespace"), "{message}");
+        }
+    }
+    // The operator's own protected namespaces count too.
+    let extended = Settings::new(Driver::Istio, Selector::everything(), Some("divert"), &["ops".to_string()]);
+    for protected in ["divert", "ops"] {
+        let ns = namespace("cindy", &[(FROM, protected)], &[]);
+        assert!(denied(&ns, &extended).contains("is a protected namespace"), "{protected}");
+    }
+}

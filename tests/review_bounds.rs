@@ -9,13 +9,14 @@ mod virtual_service_support;
 
 use std::time::{Duration, Instant};
 
+use divert_webhook::cluster::ClusterView;
 use divert_webhook::deadline::Deadline;
 use divert_webhook::review::{Endpoint, Outcome, Unanswered, review_until};
 use divert_webhook::settings::Settings;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::{ask, review_of};
-use virtual_service_support::{entry_annotation, mutate};
+use virtual_service_support::{entry_annotation, mutate, mutate_in};
 
 /// A shared VirtualService in `staging` with `routes` http routes (the last a catch-all),
 /// diverted by `developers` developers; every route forwards inside `staging`. `padding`
@@ -142,13 +143,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
     /// The count known beforehand is the count generated: a limit of exactly that many lets the
     /// mutation through, one less refuses it, naming the count. The size estimate is close to
-    /// the real size of the result, and errs upwards.
+    /// the real size of the result, and errs upwards. The same with the Services an entry lists
+    /// and, with a cluster, the Services each developer runs (SPEC §4 `services`, §10.4).
     #[test]
     fn the_count_known_beforehand_is_what_is_generated(
         routes in 1usize..30,
         developers in 1usize..6,
         padding in 0usize..300,
         named in proptest::collection::vec(0usize..40, 0..4),
+        listed in proptest::collection::vec(0usize..8, 0..3),
+        runs in proptest::option::of(proptest::collection::vec(proptest::collection::btree_set(0usize..8, 0..4), 6)),
         legacy in any::<bool>(),
     ) {
         let mut object = shared(routes, developers, padding);
@@ -157,6 +161,29 @@ proptest! {
             let names: Vec<String> = named.iter().map(|i| format!("r{i}")).collect();
             object["metadata"]["annotations"][entry_annotation(0)] = json!(json!({"namespace": "dev-0", "routes": names}).to_string());
         }
+        // One developer's entry lists Services (svc-7 is no route's); a second entry of the
+        // same developer, without `services`, when `named` also holds a route name.
+        if developers > 1 && !listed.is_empty() {
+            let services: Vec<String> = listed.iter().map(|i| format!("svc-{i}")).collect();
+            object["metadata"]["annotations"][entry_annotation(1)] = json!(json!({"namespace": "dev-1", "services": services}).to_string());
+            if let Some(first) = named.first() {
+                object["metadata"]["annotations"][entry_annotation(100)] =
+                    json!(json!({"namespace": "dev-1", "routes": [format!("r{first}")]}).to_string());
+            }
+        }
+        // A cluster where dev-d runs the Services svc-i of its set (dev-5 is not in it).
+        let view = runs.map(|runs| {
+            let mut view = ClusterView::empty_cluster();
+            for (d, services) in runs.iter().enumerate().take(5) {
+                view.add_namespace(&format!("dev-{d}"), Default::default());
+                for i in services {
+                    view.add_service(&format!("dev-{d}"), &format!("svc-{i}"));
+                }
+            }
+            view
+        });
+        let view = view.as_ref().unwrap_or(ClusterView::none());
+        let mutate = |object: &Value, settings: &Settings| mutate_in(object, settings, view);
         let unbounded = Settings { max_generated_routes: usize::MAX, legacy_header: legacy, ..Settings::default() };
         let out = mutate(&object, &unbounded);
         let generated = generated_routes(&out.object);
@@ -174,6 +201,7 @@ proptest! {
         let actual = serde_json::to_vec(&out.object).unwrap().len();
         let subject = divert_webhook::rules::Subject {
             kind: divert_webhook::rules::Kind::VirtualService, namespace: "staging", name: "shop", object: &object,
+            cluster: view,
         };
         let plan = divert_webhook::rules::virtual_service::divert_routes::planned(&subject, &unbounded, None).unwrap();
         prop_assert_eq!(plan.routes, generated);
@@ -287,6 +315,7 @@ fn rules_mutate(object: &Value, settings: &Settings) -> Value {
         namespace: "staging",
         name: "shop",
         object,
+        cluster: divert_webhook::cluster::ClusterView::none(),
     };
     let mut copy = object.clone();
     divert_webhook::rules::mutate(&subject, &mut copy, settings);

@@ -36,8 +36,10 @@ fn cpu_time(pid: u32) -> Duration {
 /// compile (Unicode classes, counted repetition; each over the program size limit).
 fn regex_heavy(count: usize) -> Value {
     let http: Vec<Value> = (0..count)
-        .map(|i| json!({"name": format!("r{i}"), "match": [{"uri": {"regex": format!("/{i}[\\pL\\pN_-]{{1,64}}")}}],
-                        "route": [{"destination": {"host": "api"}}]}))
+        .map(|i| {
+            json!({"name": format!("r{i}"), "match": [{"uri": {"regex": format!("/{i}[\\pL\\pN_-]{{1,64}}")}}],
+                        "route": [{"destination": {"host": "api"}}]})
+        })
         .collect();
     json!({
         "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
@@ -97,7 +99,7 @@ async fn a_review_past_its_deadline_is_answered_408_and_its_work_stops() {
 
     let answer = slow_answer.await.unwrap();
     let answered_after = sent.elapsed();
-    assert_eq!(answer.status, 408, "{}", answer.body);
+    assert_eq!(answer.status, 408, "{}", String::from_utf8_lossy(&answer.body));
     assert!(answered_after < Duration::from_secs(5), "answered after {answered_after:?}");
     // One compile may be under way at the deadline (it cannot be interrupted); after that the
     // work stops: over the next second the process is all but idle.
@@ -105,7 +107,11 @@ async fn a_review_past_its_deadline_is_answered_408_and_its_work_stops() {
     let at_answer = cpu_time(pid);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = cpu_time(pid);
-    assert!(after - at_answer <= Duration::from_millis(100), "{:?} of CPU in the second after the answer", after - at_answer);
+    assert!(
+        after - at_answer <= Duration::from_millis(100),
+        "{:?} of CPU in the second after the answer",
+        after - at_answer
+    );
     assert!(at_answer - before < Duration::from_secs(5), "{:?} of CPU for a 1 s review", at_answer - before);
     assert_eq!(other.post("/mutate", &namespace).await.status, 200);
 }

@@ -3,8 +3,9 @@
 
 use serde_json::Value;
 
-use super::{metadata_str, required_text};
+use super::{Subject, metadata_str, required_text};
 use crate::selector::is_dns_label;
+use crate::settings::Settings;
 
 /// Prefix of every divert annotation.
 pub const ANNOTATION_PREFIX: &str = "divert.okteto.com/";
@@ -23,6 +24,22 @@ pub const GENERATED_ROUTE_PREFIX: &str = "okteto-divert-";
 /// `divert.okteto.com/header` of `object`, if set (the value is not checked here).
 pub fn header_annotation(object: &Value) -> Option<&str> {
     metadata_str(object, "annotations", HEADER_ANNOTATION)
+}
+
+/// SPEC §10.3: an object of a developer namespace (labelled `divert.okteto.com/from`, known from
+/// the cluster view) without `divert.okteto.com/header` gets the header injection as if annotated
+/// with its namespace: the namespace's name. An annotation someone wrote, whatever its value,
+/// decides instead (`None` here).
+pub fn implied_header_key<'a>(subject: &Subject<'a>, settings: &Settings) -> Option<&'a str> {
+    let has_annotation = subject
+        .object
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .is_some_and(|a| a.contains_key(HEADER_ANNOTATION));
+    if has_annotation {
+        return None;
+    }
+    subject.cluster.shared_namespace_of(subject.namespace, settings).map(|_| subject.namespace)
 }
 
 /// A divert key is a namespace name: a DNS-1123 label. `Err` is the reason, for a message.

@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 
 use super::divert::{
-    BAGGAGE_HEADER, BAGGAGE_MEMBER, HEADER_ANNOTATION, LEGACY_HEADER, check_divert_key, object_ref,
+    BAGGAGE_HEADER, BAGGAGE_MEMBER, HEADER_ANNOTATION, LEGACY_HEADER, check_divert_key, implied_header_key, object_ref,
     wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
 };
 use super::nginx_snippet::{
@@ -63,7 +63,7 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
         return;
     }
     let key = match annotation(subject.object, HEADER_ANNOTATION) {
-        Annotation::Absent => None,
+        Annotation::Absent => implied_header_key(subject, settings),
         Annotation::Text(key) if check_divert_key(key).is_ok() => Some(key),
         // Validation denies it; a bad key must never reach nginx syntax.
         _ => return,
@@ -108,7 +108,7 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
     let object = object_ref(subject.kind.as_str(), subject.namespace, subject.name);
     let header_field = format!("metadata.annotations[{HEADER_ANNOTATION:?}]");
     let has_header = match annotation(subject.object, HEADER_ANNOTATION) {
-        Annotation::Absent => false,
+        Annotation::Absent => implied_header_key(subject, settings).is_some(),
         Annotation::Text(key) => {
             if let Err(reason) = check_divert_key(key) {
                 findings.deny(
@@ -283,6 +283,7 @@ fn line_warning(short: &str, line: usize, text: &str, brief: &str) -> String {
 mod tests {
     use serde_json::json;
 
+    use crate::cluster::ClusterView;
     use crate::rules::MAX_WARNING_CHARS;
 
     use super::*;
@@ -305,7 +306,7 @@ mod tests {
     }
 
     fn subject(object: &Value) -> Subject<'_> {
-        Subject { kind: Kind::Ingress, namespace: "cindy", name: "web", object }
+        Subject { kind: Kind::Ingress, namespace: "cindy", name: "web", object, cluster: ClusterView::none() }
     }
 
     fn mutated(object: &Value, settings: &Settings) -> Value {

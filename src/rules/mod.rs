@@ -19,6 +19,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use crate::cluster::ClusterView;
 use crate::deadline::Deadline;
 use crate::settings::{Driver, Settings};
 
@@ -64,6 +65,8 @@ pub struct Subject<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub object: &'a Value,
+    /// What is known of the cluster (SPEC §10); [`ClusterView::none`] without one.
+    pub cluster: &'a ClusterView,
 }
 
 /// A reason to reject the object. `reason` is a stable short slug (the metrics label);

@@ -5,11 +5,13 @@
 //! annotation under the nginx driver) unless it already says something about injection.
 //!
 //! Validation (every namespace): no two meshes on one namespace, no marker of the other mesh on
-//! a managed namespace, no unknown injection values.
+//! a managed namespace, no unknown injection values, and a `divert.okteto.com/from` label that
+//! names another, unprotected namespace (SPEC §10.1).
 
 use serde_json::Value;
 
 use super::{Findings, Subject, metadata_map_mut, metadata_str, shorten};
+use crate::cluster::view::{FROM_LABEL, check_from_label};
 use crate::settings::{Driver, Settings};
 
 pub const ISTIO_INJECTION: &str = "istio-injection";
@@ -101,6 +103,13 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
 pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
     let name = subject.name;
     let markers = Markers::of(subject.object);
+
+    // SPEC §10.1: checked with or without a cluster, so a bad label never gets stored.
+    if let Some(from) = metadata_str(subject.object, "labels", FROM_LABEL)
+        && let Err(problem) = check_from_label(name, from, settings)
+    {
+        findings.deny("invalid-divert-from", format!("Namespace {name}: label {FROM_LABEL}: {problem}"));
+    }
 
     if let Some(value) = markers.istio_injection
         && !matches!(value, "enabled" | "disabled")

@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use base64::Engine as _;
-use divert_webhook::review::{Endpoint, review};
+use divert_webhook::cluster::ClusterView;
+use divert_webhook::deadline::Deadline;
+use divert_webhook::review::{Endpoint, review_in};
 use divert_webhook::settings::Settings;
 use serde_json::{Value, json};
 
@@ -46,8 +48,13 @@ pub fn admission_review(object: &Value, operation: &str) -> Value {
 
 /// Sends `object` to the mutating webhook's review path and applies the answer's patch.
 pub fn mutate(object: &Value, settings: &Settings) -> Mutated {
+    mutate_in(object, settings, ClusterView::none())
+}
+
+/// [`mutate`], with what the webhook knows of the cluster (SPEC §10).
+pub fn mutate_in(object: &Value, settings: &Settings, cluster: &ClusterView) -> Mutated {
     let body = serde_json::to_vec(&admission_review(object, "CREATE")).unwrap();
-    let (answer, _) = review(Endpoint::Mutate, &body, settings).expect("a readable review");
+    let (answer, _) = review_in(Endpoint::Mutate, &body, settings, cluster, Deadline::NONE).expect("a readable review");
     let answer: Value = serde_json::from_slice(&answer).unwrap();
     let response = &answer["response"];
     assert_eq!(response["uid"], "0df28fbd-5f5f-11e8-bc74-36e6bb280816");

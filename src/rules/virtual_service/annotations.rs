@@ -1,6 +1,7 @@
 //! Divert entries of a shared VirtualService (SPEC §4):
 //! `divert.okteto.com/<40 lowercase hex>` (or the legacy `divert.okteto.com/<devNamespace>-<manifest>`)
-//! with a JSON value `{"namespace": <key>, "routes": [<http route name>, ...]}`.
+//! with a JSON value `{"namespace": <key>, "routes": [<http route name>, ...]}` and, written by
+//! the reconciler (SPEC §10.2), `"services": [<Service name>, ...]`. Unknown fields are ignored.
 
 use serde_json::Value;
 
@@ -15,6 +16,10 @@ pub struct Entry {
     pub key: String,
     /// Names of the http routes to divert; `None` = every http route.
     pub routes: Option<Vec<String>>,
+    /// Names of the Services whose destinations are diverted; `None` = every Service of the
+    /// VirtualService's namespace (with a cluster: every one the developer runs, SPEC §10.4).
+    /// An empty list is read as absent, as for `routes`.
+    pub services: Option<Vec<String>>,
 }
 
 /// An entry that cannot be used. `message` says what is wrong and how to fix it; the caller
@@ -48,9 +53,11 @@ pub fn entries(object: &Value, own_namespace: &str) -> Vec<Result<Entry, EntryEr
     keys.into_iter().map(|k| parse_entry(k, &annotations[k], own_namespace)).collect()
 }
 
+/// How a divert entry is written, for messages.
+const SHAPE: &str = r#"write it as {"namespace":"<developer namespace>","routes":["<http route name>"]}"#;
+
 fn parse_entry(annotation: &str, value: &Value, own_namespace: &str) -> Result<Entry, EntryError> {
     let err = |message: String| EntryError { annotation: annotation.to_string(), message };
-    const SHAPE: &str = r#"write it as {"namespace":"<developer namespace>","routes":["<http route name>"]}"#;
     let text = value.as_str().ok_or_else(|| err(format!("the value is not a string; {SHAPE}")))?;
     let parsed: Value =
         serde_json::from_str(text).map_err(|e| err(format!("the value is not valid JSON ({e}); {SHAPE}")))?;
@@ -68,25 +75,27 @@ fn parse_entry(annotation: &str, value: &Value, own_namespace: &str) -> Result<E
             "\"namespace\" is {key:?}, the VirtualService's own namespace; divert into a developer namespace, not into itself"
         )));
     }
-    let routes = match fields.get("routes") {
-        None | Some(Value::Null) => None,
+    let routes = names(fields, "routes", "http route names").map_err(err)?;
+    let services = names(fields, "services", "Service names").map_err(err)?;
+    Ok(Entry { annotation: annotation.to_string(), key, routes, services })
+}
+
+/// The list of strings in `field` (`None`: absent, null or empty), or why it is not one.
+fn names(fields: &serde_json::Map<String, Value>, field: &str, what: &str) -> Result<Option<Vec<String>>, String> {
+    match fields.get(field) {
+        None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => {
             let mut names = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 match item {
                     Value::String(s) => names.push(s.clone()),
-                    other => {
-                        return Err(err(format!(
-                            "\"routes\"[{i}] is {other} (not a string); list http route names as strings"
-                        )));
-                    }
+                    other => return Err(format!("\"{field}\"[{i}] is {other} (not a string); list {what} as strings")),
                 }
             }
-            (!names.is_empty()).then_some(names)
+            Ok((!names.is_empty()).then_some(names))
         }
-        Some(_) => return Err(err(format!("\"routes\" is not a list; {SHAPE}"))),
-    };
-    Ok(Entry { annotation: annotation.to_string(), key, routes })
+        Some(_) => Err(format!("\"{field}\" is not a list; {SHAPE}")),
+    }
 }
 
 #[cfg(test)]
@@ -121,8 +130,18 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Ok(Entry { annotation: HASH.into(), key: "cindy".into(), routes: Some(vec!["api".into()]) }),
-                Ok(Entry { annotation: "divert.okteto.com/zed-app".into(), key: "zed".into(), routes: None }),
+                Ok(Entry {
+                    annotation: HASH.into(),
+                    key: "cindy".into(),
+                    routes: Some(vec!["api".into()]),
+                    services: None
+                }),
+                Ok(Entry {
+                    annotation: "divert.okteto.com/zed-app".into(),
+                    key: "zed".into(),
+                    routes: None,
+                    services: None
+                }),
             ]
         );
     }
@@ -131,6 +150,17 @@ mod tests {
     fn empty_routes_mean_every_route() {
         let got = entries(&vs(json!({HASH: r#"{"namespace":"cindy","routes":[]}"#})), "staging");
         assert_eq!(got[0].as_ref().unwrap().routes, None);
+    }
+
+    #[test]
+    fn services_are_read_and_unknown_fields_ignored() {
+        let value = r#"{"namespace":"cindy","services":["api","web"],"by":"someone","routes":null}"#;
+        let got = entries(&vs(json!({ HASH: value })), "staging");
+        let entry = got[0].as_ref().unwrap();
+        assert_eq!(entry.services, Some(vec!["api".to_string(), "web".to_string()]));
+        assert_eq!(entry.routes, None);
+        let got = entries(&vs(json!({ HASH: r#"{"namespace":"cindy","services":[]}"# })), "staging");
+        assert_eq!(got[0].as_ref().unwrap().services, None);
     }
 
     #[test]
@@ -144,6 +174,11 @@ mod tests {
             (r#"{"namespace":"staging"}"#, "own namespace"),
             (r#"{"namespace":"cindy","routes":["a",3]}"#, "\"routes\"[1] is 3"),
             (r#"{"namespace":"cindy","routes":"a"}"#, "\"routes\" is not a list"),
+            (
+                r#"{"namespace":"cindy","services":["a",{}]}"#,
+                "\"services\"[1] is {} (not a string); list Service names",
+            ),
+            (r#"{"namespace":"cindy","services":"api"}"#, "\"services\" is not a list"),
         ];
         for (value, want) in cases {
             let got = entries(&vs(json!({ HASH: value })), "staging");

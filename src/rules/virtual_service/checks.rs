@@ -29,7 +29,7 @@ use super::regex_check::{self, MAX_REGEX_BYTES, RegexProblem};
 use crate::re2::{ErrorKind, Refusal};
 use crate::rules::divert::{
     ANNOTATION_PREFIX, BAGGAGE_HEADER, HEADER_ANNOTATION, LEGACY_HEADER, NAMESPACE_ANNOTATION, check_divert_key,
-    header_annotation, object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
+    header_annotation, implied_header_key, object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
 };
 use crate::rules::{Findings, Subject, fitting_warning};
 use crate::settings::{Driver, Settings};
@@ -51,6 +51,7 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
     // the routes it generates (§4) and, on a developer VirtualService, as
     // `headers.request.set` of every route (§5). Those uses are not the user's and get no warning.
     let generated_legacy_value = header_annotation(subject.object)
+        .or_else(|| implied_header_key(subject, settings))
         .filter(|key| settings.legacy_header && check_divert_key(key).is_ok())
         .map(str::to_string);
     let mut check = Check {

@@ -9,11 +9,12 @@
 //! Malformed divert entries are skipped without a warning: validation (§7) denies them with
 //! the full message, and a second, vaguer sentence here would only repeat it.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde_json::{Map, Value};
 
 use super::annotations::{self, Entry};
+use crate::cluster::ClusterView;
 use crate::patch::JsonPatch;
 use crate::rules::baggage::divert_pattern;
 use crate::rules::divert::{BAGGAGE_HEADER, GENERATED_ROUTE_PREFIX, LEGACY_HEADER};
@@ -27,6 +28,54 @@ const NOT_FORWARDING: [&str; 3] = ["redirect", "directResponse", "delegate"];
 struct Context<'a> {
     namespace: &'a str,
     settings: &'a Settings,
+    cluster: &'a ClusterView,
+}
+
+/// Which Services of the VirtualService's namespace a developer's clones send to the developer
+/// (SPEC §4.4, §4 `services`, §10.4). One per developer: a developer's entries are read together,
+/// as their routes are (a route is cloned once per developer).
+enum Services<'a> {
+    /// No cluster and no `services`: every Service (SPEC §4.4 as it is without a cluster).
+    Every,
+    /// Every entry of the developer lists `services`: the Services they list.
+    Listed(BTreeSet<&'a str>),
+    /// Some entry has no `services`, and there is a cluster: the Services the developer runs
+    /// (`None`: the developer namespace does not exist).
+    Run(Option<&'a BTreeSet<String>>),
+}
+
+impl Services<'_> {
+    /// Is a destination to Service `service` (as written in the host) sent to the developer?
+    fn admit(&self, service: &str) -> bool {
+        let lower: std::borrow::Cow<'_, str> = if service.bytes().any(|b| b.is_ascii_uppercase()) {
+            service.to_ascii_lowercase().into()
+        } else {
+            service.into()
+        };
+        match self {
+            Services::Every => true,
+            Services::Listed(listed) => listed.contains(lower.as_ref()),
+            Services::Run(run) => run.is_some_and(|run| run.contains(lower.as_ref())),
+        }
+    }
+}
+
+/// The [`Services`] of every developer named in `entries`. Work grows with the entries and the
+/// names they list.
+fn developer_services<'a>(entries: &'a [Entry], cluster: &'a ClusterView) -> BTreeMap<&'a str, Services<'a>> {
+    let mut by_key: BTreeMap<&str, Services<'_>> = BTreeMap::new();
+    for entry in entries {
+        let services = by_key.entry(entry.key.as_str()).or_insert_with(|| Services::Listed(BTreeSet::new()));
+        match (&entry.services, &mut *services) {
+            (None, _) if cluster.is_known() => {
+                *services = Services::Run(cluster.namespace(&entry.key).map(|ns| &ns.services));
+            }
+            (None, _) => *services = Services::Every,
+            (Some(names), Services::Listed(listed)) => listed.extend(names.iter().map(String::as_str)),
+            (Some(_), Services::Every | Services::Run(_)) => {}
+        }
+    }
+    by_key
 }
 
 /// Why a selected route is not cloned; each becomes one warning.
@@ -36,6 +85,8 @@ enum Skip {
     NotAMap,
     Unreadable(String),
     NothingToRewrite,
+    /// It has destinations in the namespace, but to none of the developer's [`Services`].
+    NoServiceOfTheDeveloper,
 }
 
 pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
@@ -121,7 +172,7 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
         }
     };
 
-    let context = Context { namespace: subject.namespace, settings };
+    let context = Context { namespace: subject.namespace, settings, cluster: subject.cluster };
     // SPEC §7 size: what would be generated is counted first; above a limit nothing is.
     let plan = plan(&entries, http, &other_route_names, &context, subject.object, findings.object_bytes);
     if let Some(excess) = plan.excess(settings) {
@@ -139,9 +190,11 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
     let mut templates: Vec<Option<Result<Template, Skip>>> = (0..originals.len()).map(|_| None).collect();
     let mut generated: BTreeSet<String> = BTreeSet::new();
     let mut cloned: BTreeSet<(&str, usize)> = BTreeSet::new();
+    let developer_services = developer_services(&entries, context.cluster);
 
     for entry in &entries {
         let key = short(&entry.key);
+        let services = &developer_services[entry.key.as_str()];
         let selected = select_routes(entry, &originals, &other_route_names, &mut warnings);
         if selected.is_empty() && entry.routes.is_none() {
             warnings.push(format!("divert of {key}: this VirtualService has no http routes"));
@@ -170,22 +223,31 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
                     .push(format!("divert of {key}: route {label} would get a clone name already in use; rename it"));
                 continue;
             }
-            let template = templates[index].get_or_insert_with(|| {
-                let placeholder_name = clone_name(KEY_PLACEHOLDER, &clone_suffixes[index]);
-                clone_route(route, &placeholder_name, &label, KEY_PLACEHOLDER, &context, &mut warnings).map(|clone| {
-                    let json = serde_json::to_string(&clone).expect("a route serialises");
-                    Template(
-                        (!holds_text(route, KEY_PLACEHOLDER))
-                            .then(|| json.split(KEY_PLACEHOLDER).map(str::to_string).collect()),
-                    )
-                })
-            });
-            let rendered = match template {
-                Ok(template) => template.render(&entry.key).map(Ok).unwrap_or_else(|| {
-                    clone_route(route, &name, &label, &entry.key, &context, &mut Vec::new())
-                        .map(|clone| serde_json::to_string(&clone).expect("a route serialises"))
-                }),
-                Err(skip) => Err(skip.clone()),
+            // The same clone for every developer but for the key: built once per route, when
+            // every destination in the namespace goes to the developer. Otherwise (a cluster or a
+            // `services` list decides per developer) built for this developer.
+            let rendered = if matches!(services, Services::Every) {
+                let template = templates[index].get_or_insert_with(|| {
+                    let placeholder_name = clone_name(KEY_PLACEHOLDER, &clone_suffixes[index]);
+                    clone_route(route, &placeholder_name, &label, KEY_PLACEHOLDER, services, &context, &mut warnings)
+                        .map(|clone| {
+                            let json = serde_json::to_string(&clone).expect("a route serialises");
+                            Template(
+                                (!holds_text(route, KEY_PLACEHOLDER))
+                                    .then(|| json.split(KEY_PLACEHOLDER).map(str::to_string).collect()),
+                            )
+                        })
+                });
+                match template {
+                    Ok(template) => template.render(&entry.key).map(Ok).unwrap_or_else(|| {
+                        clone_route(route, &name, &label, &entry.key, services, &context, &mut Vec::new())
+                            .map(|clone| serde_json::to_string(&clone).expect("a route serialises"))
+                    }),
+                    Err(skip) => Err(skip.clone()),
+                }
+            } else {
+                clone_route(route, &name, &label, &entry.key, services, &context, &mut warnings)
+                    .map(|clone| serde_json::to_string(&clone).expect("a route serialises"))
             };
             match rendered {
                 Ok(json) => {
@@ -202,6 +264,12 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
                     "route {label} has no destination in namespace {}: not diverted",
                     short(context.namespace)
                 )),
+                Err(Skip::NoServiceOfTheDeveloper) => warnings.push(match services {
+                    Services::Listed(_) => {
+                        format!("divert of {key}: route {label} sends to none of the entry's services: not diverted")
+                    }
+                    _ => format!("divert of {key}: route {label} sends to no Service that {key} runs: not diverted"),
+                }),
             }
         }
     }
@@ -344,7 +412,7 @@ pub fn planned(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<
     spec.get("hosts").and_then(Value::as_array).filter(|h| !h.is_empty())?;
     let http = spec.get("http")?.as_array()?;
     let other_route_names = other_route_names(spec);
-    let context = Context { namespace: subject.namespace, settings };
+    let context = Context { namespace: subject.namespace, settings, cluster: subject.cluster };
     Some(plan(&entries, http, &other_route_names, &context, subject.object, object_bytes))
 }
 
@@ -439,29 +507,25 @@ fn plan(
         return Plan { routes: 0, object_bytes: 0 };
     }
     let originals: Vec<&Value> = http.iter().filter(|r| !route_name(r).is_some_and(is_generated_name)).collect();
-    // Per original route that a divert would clone: its size and its match entries.
-    struct Clonable {
-        bytes: usize,
+    // Per original route that a divert could clone: its size, its match entries and the
+    // Services of its destinations in the namespace (which developers run them is per developer).
+    struct Clonable<'r> {
+        route: &'r Value,
         match_entries: usize,
-        /// The match list's own size, when --legacy-header doubles it.
-        match_bytes: usize,
-        local_destinations: usize,
+        local_services: Vec<&'r str>,
     }
-    let clonable: Vec<Option<Clonable>> = originals
+    let clonable: Vec<Option<Clonable<'_>>> = originals
         .iter()
         .map(|route| {
-            let local_destinations = local_destinations(route, context);
-            (local_destinations > 0).then(|| Clonable {
-                bytes: json_bytes(route),
+            let local_services = local_services(route, context);
+            (!local_services.is_empty()).then(|| Clonable {
+                route,
                 match_entries: route.get("match").and_then(Value::as_array).map_or(1, |m| m.len().max(1)),
-                match_bytes: match context.settings.legacy_header {
-                    true => route.get("match").map_or(0, json_bytes),
-                    false => 0,
-                },
-                local_destinations,
+                local_services,
             })
         })
         .collect();
+    let developer_services = developer_services(entries, context.cluster);
     let mut by_name: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
     for (index, route) in originals.iter().enumerate() {
         if let Some(name) = route_name(route) {
@@ -469,7 +533,6 @@ fn plan(
         }
     }
     let all: Vec<usize> = (0..originals.len()).filter(|&i| clonable[i].is_some()).collect();
-
     // One developer's entries select the union of their routes (a route is cloned once per key).
     let mut selections: std::collections::BTreeMap<&str, Option<BTreeSet<usize>>> = std::collections::BTreeMap::new();
     for entry in entries {
@@ -485,27 +548,60 @@ fn plan(
             (Some(_), None) => {}
         }
     }
-    let legacy = usize::from(context.settings.legacy_header);
+    // The count first: above the limit, the sizes are not needed. A developer who clones every
+    // route and gets every destination (no cluster, no `services`) is counted at once.
+    let rewritten_by = |services: &Services<'_>, route: &Clonable<'_>| match services {
+        Services::Every => route.local_services.len(),
+        _ => route.local_services.iter().filter(|service| services.admit(service)).count(),
+    };
     let mut routes = 0;
+    for (key, selection) in &selections {
+        let services = &developer_services[key];
+        routes += match (selection, services) {
+            (None, Services::Every) => all.len(),
+            (None, _) => {
+                all.iter().filter(|&&i| clonable[i].as_ref().is_some_and(|r| rewritten_by(services, r) > 0)).count()
+            }
+            (Some(selected), _) => selected
+                .iter()
+                .filter(|&&i| clonable[i].as_ref().is_some_and(|r| rewritten_by(services, r) > 0))
+                .count(),
+        };
+    }
+    if routes == 0 || routes > context.settings.max_generated_routes {
+        return Plan { routes, object_bytes: 0 };
+    }
+
+    // Within the limit: the clones' sizes, each route written out (counted) once.
+    let legacy = usize::from(context.settings.legacy_header);
+    let mut route_bytes: Vec<Option<(usize, usize)>> = vec![None; originals.len()];
     let mut added_bytes = 0;
     let domain_bytes = context.settings.cluster_domain.len();
     for (key, selection) in &selections {
         let pattern_bytes = serde_json::to_string(&divert_pattern(key)).map_or(0, |p| p.len());
+        let services = &developer_services[key];
         let mut add = |index: &usize| {
             let Some(route) = &clonable[*index] else { return };
-            routes += 1;
+            let rewritten = rewritten_by(services, route);
+            if rewritten == 0 {
+                return;
+            }
+            let (bytes, match_bytes) = *route_bytes[*index].get_or_insert_with(|| {
+                let match_bytes = if legacy == 1 { route.route.get("match").map_or(0, json_bytes) } else { 0 };
+                (json_bytes(route.route), match_bytes)
+            });
             // The clone: the route, its new name (the prefix, the key, a position), one baggage
             // condition per match entry (`,"headers":{"baggage":{"regex":"…"}}`), with
             // --legacy-header each entry again with the legacy condition, the developer's part
             // of each rewritten host (`.<key>.svc.<domain>`); then a comma in the list. Subsets
             // dropped and weights merged only make it smaller.
-            added_bytes += route.bytes
+            added_bytes += bytes
                 + GENERATED_ROUTE_PREFIX.len()
                 + key.len()
                 + 8
                 + route.match_entries * (pattern_bytes + 34)
-                + legacy * (route.match_bytes + route.match_entries * (key.len() + 44))
-                + route.local_destinations * (key.len() + domain_bytes + 7)
+                + legacy * (match_bytes + route.match_entries * (key.len() + 44))
+                + rewritten * (key.len() + domain_bytes + 7)
                 + 1;
         };
         match selection {
@@ -522,16 +618,37 @@ fn plan(
     Plan { routes, object_bytes: base.saturating_sub(generated_bytes) + added_bytes }
 }
 
-/// How many destinations [`clone_route`] would rewrite in a clone of `route` (for any
-/// developer): 0 when it would make none (the route does not forward, or sends nowhere in the
-/// VirtualService's namespace). The same tests, without the copy.
-fn local_destinations(route: &Value, context: &Context<'_>) -> usize {
-    let Some(route) = route.as_object() else { return 0 };
+/// The Service of each destination [`clone_route`] could rewrite in a clone of `route` (which
+/// of them it does depends on the developer's [`Services`]): none when the route does not
+/// forward or sends nowhere in the VirtualService's namespace. The same tests, without the copy.
+fn local_services<'r>(route: &'r Value, context: &Context<'_>) -> Vec<&'r str> {
+    let Some(route) = route.as_object() else { return Vec::new() };
     if !forwards(route) {
-        return 0;
+        return Vec::new();
     }
-    let Some(destinations) = route.get("route").and_then(Value::as_array) else { return 0 };
-    destinations.iter().filter(|d| destination_host(d).is_some_and(|h| local_service(h, context).is_some())).count()
+    let Some(destinations) = route.get("route").and_then(Value::as_array) else { return Vec::new() };
+    destinations
+        .iter()
+        .filter_map(|d| destination_host(d).and_then(|h| local_service(h, context)))
+        .map(|(service, _)| service)
+        .collect()
+}
+
+/// The Services of `namespace` that the forwarding http routes of `object` send to, lowercase
+/// (SPEC §10.2: what a developer namespace must run to get an entry). Generated routes are left
+/// out, and so is a VirtualService without hosts (a delegate: never diverted, §4.7).
+pub fn routed_services(object: &Value, namespace: &str, settings: &Settings) -> BTreeSet<String> {
+    let Some(spec) = object.get("spec").and_then(Value::as_object) else { return BTreeSet::new() };
+    if spec.get("hosts").and_then(Value::as_array).is_none_or(|h| h.is_empty()) {
+        return BTreeSet::new();
+    }
+    let context = Context { namespace, settings, cluster: ClusterView::none() };
+    let http = spec.get("http").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    http.iter()
+        .filter(|route| !route_name(route).is_some_and(is_generated_name))
+        .flat_map(|route| local_services(route, &context))
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 /// `destination.host` of a route destination.
@@ -645,15 +762,18 @@ fn route_label(route: &Value, index: usize) -> String {
 }
 
 /// The clone of `route` for divert key `key`, or why there is none. Warnings about single
-/// match entries that are left out go to `warnings`.
-fn clone_route(
-    route: &Value,
+/// match entries that are left out go to `warnings`. The clone borrows what it keeps of the
+/// original and is written out as JSON ([`ClonedRoute`] is `Serialize`): nothing of the route
+/// is copied on the way.
+fn clone_route<'r>(
+    route: &'r Value,
     name: &str,
     label: &str,
     key: &str,
+    services: &Services<'_>,
     context: &Context<'_>,
     warnings: &mut Vec<String>,
-) -> Result<Value, Skip> {
+) -> Result<ClonedRoute<'r>, Skip> {
     let route = route.as_object().ok_or(Skip::NotAMap)?;
     if !forwards(route) {
         return Err(Skip::NotForwarding);
@@ -661,44 +781,127 @@ fn clone_route(
     let Some(destinations) = route.get("route").and_then(Value::as_array) else {
         return Err(Skip::Unreadable("its route: is not a list".into()));
     };
-    let matches = clone_matches(route.get("match"), key, context.settings, label, warnings)?;
-    let destinations = rewrite_destinations(destinations, key, context).ok_or(Skip::NothingToRewrite)?;
-
-    // name and match first (match where the original has it), then the original's fields in
-    // its order, the two it changes put in place rather than copied and overwritten.
-    let mut clone = Map::with_capacity(route.len() + 2);
-    clone.insert("name".into(), Value::String(name.to_string()));
-    let mut matches = Some(Value::Array(matches));
-    let mut destinations = Some(Value::Array(destinations));
-    if !route.contains_key("match") {
-        clone.insert("match".into(), matches.take().expect("not yet placed"));
-    }
-    for (field, value) in route {
-        let value = match field.as_str() {
-            "name" => continue,
-            "match" => matches.take().expect("one match field"),
-            "route" => destinations.take().expect("one route field"),
-            _ => value.clone(),
-        };
-        clone.insert(field.clone(), value);
-    }
-    Ok(Value::Object(clone))
+    let matches = clone_matches(route.get("match"), label, warnings)?;
+    let destinations = rewrite_destinations(destinations, key, services, context).ok_or_else(|| {
+        let local =
+            destinations.iter().any(|d| destination_host(d).is_some_and(|h| local_service(h, context).is_some()));
+        if local { Skip::NoServiceOfTheDeveloper } else { Skip::NothingToRewrite }
+    })?;
+    Ok(ClonedRoute {
+        route,
+        name: name.to_string(),
+        matches,
+        baggage: serde_json::json!({ "regex": divert_pattern(key) }),
+        legacy: context.settings.legacy_header.then(|| serde_json::json!({ "exact": key })),
+        destinations,
+    })
 }
 
-/// The clone's match entries (SPEC §4.2): each entry of the original with the baggage
-/// condition added (and, with `--legacy-header`, once more with the legacy header instead);
-/// one entry with only the condition when the original matches everything.
-fn clone_matches(
-    original: Option<&Value>,
-    key: &str,
-    settings: &Settings,
+/// A clone as it is written (SPEC §4.1, §4.2, §4.4): `name` first, then `match` if the original
+/// has none, then the original's fields in its order, with its match entries each given the
+/// baggage condition (and once more the legacy one with `--legacy-header`) and its rewritten
+/// destinations.
+struct ClonedRoute<'r> {
+    route: &'r Map<String, Value>,
+    name: String,
+    /// The original's match entries that are cloned; `None`: the route matches everything.
+    matches: Vec<Option<&'r Map<String, Value>>>,
+    baggage: Value,
+    legacy: Option<Value>,
+    destinations: Vec<Value>,
+}
+
+impl serde::Serialize for ClonedRoute<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let matches = Matches(self);
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("name", &self.name)?;
+        if !self.route.contains_key("match") {
+            map.serialize_entry("match", &matches)?;
+        }
+        for (field, value) in self.route {
+            match field.as_str() {
+                "name" => {}
+                "match" => map.serialize_entry(field, &matches)?,
+                "route" => map.serialize_entry(field, &self.destinations)?,
+                _ => map.serialize_entry(field, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// The clone's match list: each cloned entry with the baggage condition, then (with
+/// `--legacy-header`) the same entry with the legacy condition instead.
+struct Matches<'c, 'r>(&'c ClonedRoute<'r>);
+
+impl serde::Serialize for Matches<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let clone = self.0;
+        let mut seq = serializer.serialize_seq(None)?;
+        for entry in &clone.matches {
+            seq.serialize_element(&WithCondition { entry: *entry, header: BAGGAGE_HEADER, condition: &clone.baggage })?;
+            if let Some(legacy) = &clone.legacy {
+                seq.serialize_element(&WithCondition { entry: *entry, header: LEGACY_HEADER, condition: legacy })?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// A match entry with one more header condition: added last to its `headers` (which has no
+/// condition on that header: such entries are not cloned), or as `headers` last in the entry
+/// when it has none (in place of a `headers: null`).
+struct WithCondition<'e> {
+    entry: Option<&'e Map<String, Value>>,
+    header: &'static str,
+    condition: &'e Value,
+}
+
+impl serde::Serialize for WithCondition<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Headers<'h>(Option<&'h Map<String, Value>>, &'static str, &'h Value);
+        impl serde::Serialize for Headers<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(None)?;
+                for (name, condition) in self.0.into_iter().flatten() {
+                    map.serialize_entry(name, condition)?;
+                }
+                map.serialize_entry(self.1, self.2)?;
+                map.end()
+            }
+        }
+        let mut map = serializer.serialize_map(None)?;
+        let mut placed = false;
+        for (field, value) in self.entry.into_iter().flatten() {
+            if field == "headers" {
+                map.serialize_entry(field, &Headers(value.as_object(), self.header, self.condition))?;
+                placed = true;
+            } else {
+                map.serialize_entry(field, value)?;
+            }
+        }
+        if !placed {
+            map.serialize_entry("headers", &Headers(None, self.header, self.condition))?;
+        }
+        map.end()
+    }
+}
+
+/// The match entries of a route that its clone keeps (SPEC §4.2): all of them, but those that
+/// already test the baggage header (each named in a warning); `[None]` when the route matches
+/// everything (the clone gets one entry with only the condition).
+fn clone_matches<'r>(
+    original: Option<&'r Value>,
     label: &str,
     warnings: &mut Vec<String>,
-) -> Result<Vec<Value>, Skip> {
-    let empty = Map::new();
-    let entries: Vec<&Map<String, Value>> = match original {
-        None | Some(Value::Null) => vec![&empty],
-        Some(Value::Array(list)) if list.is_empty() => vec![&empty],
+) -> Result<Vec<Option<&'r Map<String, Value>>>, Skip> {
+    match original {
+        None | Some(Value::Null) => Ok(vec![None]),
+        Some(Value::Array(list)) if list.is_empty() => Ok(vec![None]),
         Some(Value::Array(list)) => {
             let mut usable = Vec::with_capacity(list.len());
             // Per-entry warnings are only given when some entries are cloned; a route none of
@@ -709,11 +912,11 @@ fn clone_matches(
                     return Err(Skip::Unreadable(format!("match[{i}] is not a map")));
                 };
                 match entry.get("headers") {
-                    None | Some(Value::Null) => usable.push(entry),
+                    None | Some(Value::Null) => usable.push(Some(entry)),
                     Some(Value::Object(headers)) if headers.keys().any(|h| is_baggage_condition(h)) => left_out.push(
                         format!("route {label}: match[{i}] already tests the baggage header; it is not diverted"),
                     ),
-                    Some(Value::Object(_)) => usable.push(entry),
+                    Some(Value::Object(_)) => usable.push(Some(entry)),
                     Some(_) => return Err(Skip::Unreadable(format!("match[{i}].headers is not a map"))),
                 }
             }
@@ -721,20 +924,10 @@ fn clone_matches(
                 return Err(Skip::Unreadable("every match entry already tests baggage".into()));
             }
             warnings.extend(left_out);
-            usable
+            Ok(usable)
         }
-        Some(_) => return Err(Skip::Unreadable("match is not a list".into())),
-    };
-    let baggage = (BAGGAGE_HEADER, serde_json::json!({ "regex": divert_pattern(key) }));
-    let legacy = (LEGACY_HEADER, serde_json::json!({ "exact": key }));
-    let mut out = Vec::with_capacity(entries.len() * 2);
-    for entry in entries {
-        out.push(with_header_condition(entry, &baggage));
-        if settings.legacy_header {
-            out.push(with_header_condition(entry, &legacy));
-        }
+        Some(_) => Err(Skip::Unreadable("match is not a list".into())),
     }
-    Ok(out)
 }
 
 /// A header condition on the divert header (or its legacy form): such a match entry is
@@ -743,26 +936,23 @@ fn is_baggage_condition(header: &str) -> bool {
     header.eq_ignore_ascii_case(BAGGAGE_HEADER) || header.eq_ignore_ascii_case(LEGACY_HEADER)
 }
 
-fn with_header_condition(entry: &Map<String, Value>, (header, condition): &(&str, Value)) -> Value {
-    let mut entry = entry.clone();
-    let headers = entry.entry("headers").or_insert_with(|| Value::Object(Map::new()));
-    if let Some(headers) = headers.as_object_mut() {
-        headers.insert(header.to_string(), condition.clone());
-    } else {
-        *headers = serde_json::json!({ *header: condition });
-    }
-    Value::Object(entry)
-}
-
-/// The clone's destinations (SPEC §4.4), or `None` if no destination is in the VirtualService's
-/// namespace. Rewritten destinations lose `subset`; rewritten destinations that are then
+/// The clone's destinations (SPEC §4.4), or `None` if no destination goes to one of the
+/// developer's `services` in the VirtualService's namespace. Rewritten destinations lose `subset`; rewritten destinations that are then
 /// identical (apart from `weight`) are merged with their weights summed; a lone destination
 /// loses `weight`. Everything else is kept as it is.
-fn rewrite_destinations(destinations: &[Value], key: &str, context: &Context<'_>) -> Option<Vec<Value>> {
+fn rewrite_destinations(
+    destinations: &[Value],
+    key: &str,
+    services: &Services<'_>,
+    context: &Context<'_>,
+) -> Option<Vec<Value>> {
     let mut out: Vec<Value> = Vec::with_capacity(destinations.len());
     let mut rewritten: Vec<bool> = Vec::with_capacity(destinations.len());
     for destination in destinations {
-        let Some(host) = destination_host(destination).and_then(|h| developer_host(h, key, context)) else {
+        let Some(host) = destination_host(destination)
+            .filter(|h| local_service(h, context).is_some_and(|(service, _)| services.admit(service)))
+            .and_then(|h| developer_host(h, key, context))
+        else {
             out.push(destination.clone());
             rewritten.push(false);
             continue;
@@ -856,6 +1046,7 @@ fn short(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::ClusterView;
     use crate::rules::Kind;
     use serde_json::json;
 
@@ -871,7 +1062,13 @@ mod tests {
     }
 
     fn run(object: &Value, settings: &Settings) -> (Value, Vec<String>) {
-        let subject = Subject { kind: Kind::VirtualService, namespace: "staging", name: "vs", object };
+        let subject = Subject {
+            kind: Kind::VirtualService,
+            namespace: "staging",
+            name: "vs",
+            object,
+            cluster: ClusterView::none(),
+        };
         let mut out = object.clone();
         let mut findings = Findings::default();
         mutate(&subject, &mut out, settings, &mut findings);
@@ -890,7 +1087,7 @@ mod tests {
     #[test]
     fn hosts_of_the_own_namespace_are_rewritten() {
         let settings = Settings::default();
-        let context = Context { namespace: "staging", settings: &settings };
+        let context = Context { namespace: "staging", settings: &settings, cluster: ClusterView::none() };
         let want = Some("api.cindy.svc.cluster.local".to_string());
         for host in
             ["api", "api.staging", "api.staging.svc", "api.staging.svc.cluster.local", "API.Staging", "Api.STAGING.SVC"]
@@ -917,7 +1114,7 @@ mod tests {
             assert_eq!(developer_host(host, "cindy", &context), None, "{host}");
         }
         let custom = Settings { cluster_domain: "corp.internal".into(), ..Settings::default() };
-        let context = Context { namespace: "staging", settings: &custom };
+        let context = Context { namespace: "staging", settings: &custom, cluster: ClusterView::none() };
         assert_eq!(
             developer_host("api.staging.svc.corp.internal", "x", &context).as_deref(),
             Some("api.x.svc.corp.internal")
@@ -1105,7 +1302,7 @@ mod tests {
     #[test]
     fn weights_that_are_not_integers_are_not_merged() {
         let settings = Settings::default();
-        let context = Context { namespace: "staging", settings: &settings };
+        let context = Context { namespace: "staging", settings: &settings, cluster: ClusterView::none() };
         let got = rewrite_destinations(
             &[
                 json!({"destination": {"host": "r", "subset": "v1"}, "weight": 50}),
@@ -1113,6 +1310,7 @@ mod tests {
                 json!({"destination": {"host": "r", "subset": "v3"}}),
             ],
             "cindy",
+            &Services::Every,
             &context,
         )
         .unwrap();

@@ -17,12 +17,12 @@ use serde_json::{Map, Value};
 
 use super::divert_routes::forwards;
 use crate::rules::baggage::{is_divert_member, member_value, members, with_divert_member, without_divert_member};
-use crate::rules::divert::{BAGGAGE_HEADER, LEGACY_HEADER, check_divert_key, header_annotation};
+use crate::rules::divert::{BAGGAGE_HEADER, LEGACY_HEADER, check_divert_key, header_annotation, implied_header_key};
 use crate::rules::{Findings, Subject};
 use crate::settings::Settings;
 
 pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
-    let key = header_annotation(subject.object);
+    let key = header_annotation(subject.object).or_else(|| implied_header_key(subject, settings));
     if key.is_some_and(|k| check_divert_key(k).is_err()) {
         return;
     }
@@ -109,11 +109,11 @@ fn competing_member(route: &Map<String, Value>, key: &str) -> Option<String> {
 
 /// Removes what [`add_header`] adds. True if anything was removed.
 /// Would [`mutate`] leave this object as it is? True when it has no `divert.okteto.com/header`
-/// annotation and no forwarding route carries what the rule removes then (the divert baggage
+/// annotation (nor one implied by its namespace, SPEC §10.3) and no forwarding route carries what the rule removes then (the divert baggage
 /// member in `headers.request.add`, the legacy header in `headers.request.set`). Read-only: the
 /// server's fast path for shared VirtualServices relies on it.
-pub fn is_idle(subject: &Subject<'_>) -> bool {
-    if header_annotation(subject.object).is_some() {
+pub fn is_idle(subject: &Subject<'_>, settings: &Settings) -> bool {
+    if header_annotation(subject.object).or_else(|| implied_header_key(subject, settings)).is_some() {
         return false;
     }
     let Some(http) = subject.object.pointer("/spec/http").and_then(Value::as_array) else { return true };
@@ -192,11 +192,18 @@ fn header_key(map: &Map<String, Value>, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::ClusterView;
     use crate::rules::Kind;
     use serde_json::json;
 
     fn run(object: &Value, legacy: bool) -> (Value, Vec<String>) {
-        let subject = Subject { kind: Kind::VirtualService, namespace: "cindy", name: "vs", object };
+        let subject = Subject {
+            kind: Kind::VirtualService,
+            namespace: "cindy",
+            name: "vs",
+            object,
+            cluster: ClusterView::none(),
+        };
         let settings = Settings { legacy_header: legacy, ..Settings::default() };
         let mut out = object.clone();
         let mut findings = Findings::default();

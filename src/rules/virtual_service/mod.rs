@@ -38,7 +38,7 @@ pub fn patch_directly(subject: &Subject<'_>, settings: &Settings, findings: &mut
     if settings.driver != Driver::Istio || settings.is_protected(subject.namespace) {
         return Some(JsonPatch::default());
     }
-    if !header::is_idle(subject) {
+    if !header::is_idle(subject, settings) {
         return None;
     }
     Some(divert_routes::patch(subject, settings, findings))

@@ -1,0 +1,19 @@
+//! Cluster awareness (SPEC §10): what the webhook knows about the cluster besides the admitted
+//! object.
+//!
+//! - [`view`]: the read-only [`ClusterView`] the rules take (namespace labels, Service names per
+//!   namespace); [`ClusterView::none`] when there is no cluster, and then every rule behaves as
+//!   in SPEC §1–§9.
+//! - [`state`]: the cluster's state the reconciler decides from, read from a `kubectl get -o yaml`
+//!   dump (SPEC §10.9).
+//! - [`reconcile`]: the reconciler's decision (SPEC §10.2, §10.3, §10.5), a pure function from the
+//!   state to annotation changes.
+//!
+//! Everything here is pure data and pure functions: where the state comes from (a dump file
+//! read by the CLI) is the caller's business.
+
+pub mod reconcile;
+pub mod state;
+pub mod view;
+
+pub use view::ClusterView;

@@ -1,0 +1,158 @@
+//! The cluster's state as the reconciler reads it (SPEC §10): the [`ClusterView`] the rules
+//! get, the namespaces being deleted, and the objects whose annotations the reconciler keeps
+//! (VirtualServices, Ingresses; HTTPRoutes are kept for §11). Built from a
+//! `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump by [`from_dump`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::ClusterView;
+
+/// Everything the reconciler decides from. Objects are kept as read (raw JSON), like admitted
+/// objects.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    pub view: ClusterView,
+    /// Namespaces with a `deletionTimestamp`: they still exist, but stop being developer
+    /// namespaces at once.
+    pub terminating: BTreeSet<String>,
+    pub virtual_services: Vec<Value>,
+    pub ingresses: Vec<Value>,
+    pub http_routes: Vec<Value>,
+}
+
+impl ClusterState {
+    /// A known cluster with nothing in it.
+    pub fn empty() -> ClusterState {
+        ClusterState { view: ClusterView::empty_cluster(), ..ClusterState::default() }
+    }
+
+    /// Is `namespace` a developer namespace now (valid label, not being deleted)? Its shared
+    /// namespace.
+    pub fn developer_of(&self, namespace: &str, settings: &crate::settings::Settings) -> Option<&str> {
+        if self.terminating.contains(namespace) {
+            return None;
+        }
+        self.view.shared_namespace_of(namespace, settings)
+    }
+}
+
+/// What reading a dump found besides the state: kinds it does not use, counted (so that a
+/// dump of the wrong thing is noticed, not silently taken as an empty cluster).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DumpNotes {
+    pub ignored_kinds: BTreeMap<String, usize>,
+}
+
+/// Reads a `kubectl get … -o yaml` dump: one or more YAML documents, each a `kind: List` (or a
+/// single object). Namespaces, Services, VirtualServices, Ingresses and HTTPRoutes are used;
+/// a kind the dump lacks counts as empty. `Err` names the item that cannot be read.
+pub fn from_dump(text: &str) -> Result<(ClusterState, DumpNotes), String> {
+    let items = crate::manifests::documents(text)?;
+    let mut state = ClusterState::empty();
+    let mut notes = DumpNotes::default();
+    for (index, item) in items.into_iter().enumerate() {
+        let api_version = item.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let kind = item.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+        let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        let metadata = |field: &str| item.pointer(&format!("/metadata/{field}")).and_then(Value::as_str);
+        let Some(name) = metadata("name").filter(|n| !n.is_empty()) else {
+            return Err(format!("item {index} ({kind}) of the cluster dump has no metadata.name"));
+        };
+        let namespace = metadata("namespace").unwrap_or_default();
+        let needs_namespace = |what: &str| -> Result<(), String> {
+            if namespace.is_empty() {
+                Err(format!("{what} {name} (item {index}) of the cluster dump has no metadata.namespace"))
+            } else {
+                Ok(())
+            }
+        };
+        match (group, kind.as_str()) {
+            ("", "Namespace") => {
+                let labels: BTreeMap<String, String> = item
+                    .pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect();
+                state.view.add_namespace(name, labels);
+                if item.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
+                    state.terminating.insert(name.to_string());
+                }
+            }
+            ("", "Service") => {
+                needs_namespace("Service")?;
+                state.view.add_service(namespace, name);
+            }
+            ("networking.istio.io", "VirtualService") => {
+                needs_namespace("VirtualService")?;
+                state.virtual_services.push(item);
+            }
+            ("networking.k8s.io", "Ingress") => {
+                needs_namespace("Ingress")?;
+                state.ingresses.push(item);
+            }
+            ("gateway.networking.k8s.io", "HTTPRoute") => {
+                needs_namespace("HTTPRoute")?;
+                state.http_routes.push(item);
+            }
+            _ => *notes.ignored_kinds.entry(if kind.is_empty() { "(no kind)".into() } else { kind }).or_default() += 1,
+        }
+    }
+    Ok((state, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    #[test]
+    fn a_dump_is_read_kind_by_kind() {
+        let dump = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: staging}
+- apiVersion: v1
+  kind: Namespace
+  metadata:
+    name: cindy
+    labels: {divert.okteto.com/from: staging}
+- apiVersion: v1
+  kind: Namespace
+  metadata:
+    name: gone
+    labels: {divert.okteto.com/from: staging}
+    deletionTimestamp: "2026-01-01T00:00:00Z"
+- apiVersion: v1
+  kind: Service
+  metadata: {name: api, namespace: cindy}
+- apiVersion: networking.istio.io/v1
+  kind: VirtualService
+  metadata: {name: shop, namespace: staging}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: x, namespace: staging}
+"#;
+        let (state, notes) = from_dump(dump).unwrap();
+        let settings = Settings::default();
+        assert!(state.view.is_known());
+        assert!(state.view.runs("cindy", "api"));
+        assert_eq!(state.developer_of("cindy", &settings), Some("staging"));
+        assert_eq!(state.developer_of("gone", &settings), None, "being deleted");
+        assert_eq!(state.view.shared_namespace_of("gone", &settings), Some("staging"));
+        assert_eq!(state.virtual_services.len(), 1);
+        assert_eq!(notes.ignored_kinds, BTreeMap::from([("ConfigMap".to_string(), 1)]));
+        // Kinds it lacks are empty; an empty dump is a known, empty cluster.
+        let (state, _) = from_dump("apiVersion: v1\nkind: List\nitems: []\n").unwrap();
+        assert!(state.view.is_known() && state.virtual_services.is_empty());
+        let error =
+            from_dump("kind: List\nitems:\n- {apiVersion: v1, kind: Service, metadata: {name: a}}\n").unwrap_err();
+        assert_eq!(error, "Service a (item 0) of the cluster dump has no metadata.namespace");
+    }
+}
