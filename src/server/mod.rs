@@ -180,22 +180,30 @@ impl Server {
 
 /// Logs to stderr in the chosen format; `RUST_LOG` refines the level (default `info`).
 /// Keeps an already installed subscriber (tests install none or their own).
-pub fn init_logging(format: LogFormat) {
+///
+/// Lines are handed to a writer thread through a queue and written to stderr in batches, so a
+/// review pays for formatting its line, not for a write system call; under load many lines go
+/// out in one write. Nothing is dropped: when the queue (128 000 lines) is full, the caller
+/// waits. The returned guard writes out what is queued when it is dropped (at exit).
+pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("divert-webhook-log")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 /// `divert-webhook serve`: bind, then run until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs, settings: Settings) -> Result<(), Error> {
-    init_logging(args.log_format);
+    let _log_writer = init_logging(args.log_format);
     let server = Server::bind(args, settings).await?;
     server.run(shutdown_signal()).await
 }
