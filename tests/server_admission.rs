@@ -522,3 +522,38 @@ async fn a_developer_ingress_gets_the_divert_block_over_tls_under_the_nginx_driv
     assert!(snippet.ends_with("# divert-webhook end\nmore_set_headers \"Request-Id: $req_id\";\n"), "{snippet}");
     server.stop().await;
 }
+
+/// SPEC §8 (issue 8, item 5): a custom resource nested 10 000 levels deep (the apiserver
+/// accepts that many) is a well-formed review of a kind without rules: 200, allowed, nothing
+/// read. An object of a handled kind nested past 128 levels gets 200 too: left unchanged by
+/// /mutate (with a warning), denied by /validate.
+#[tokio::test]
+async fn deeply_nested_objects_get_200() {
+    let (server, ca, _dir) = self_signed_server(&[]).await;
+    let client = http1_client(&ca);
+    let review = |group: &str, kind: &str, depth: usize| {
+        let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        format!(
+            r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"deep","kind":{{"group":"{group}","version":"v1","kind":"{kind}"}},"resource":{{"group":"{group}","version":"v1","resource":"x"}},"name":"x","namespace":"staging","operation":"CREATE","userInfo":{{"username":"u"}},"object":{{"apiVersion":"{group}/v1","kind":"{kind}","metadata":{{"name":"x","namespace":"staging"}},"spec":{{"x":{nested}}}}},"oldObject":null,"dryRun":false}}}}"#
+        )
+    };
+    for path in ["/mutate", "/validate"] {
+        let response = client.post(server.url(path)).body(review("example.com", "Thing", 10_000)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["response"]["allowed"], true, "{path}: {answer}");
+        assert_eq!(answer["response"]["uid"], "deep");
+    }
+    let deep_vs = review("networking.istio.io", "VirtualService", 200);
+    let response = client.post(server.url("/mutate")).body(deep_vs.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none());
+    assert!(answer["response"]["warnings"][0].as_str().unwrap().contains("128 levels"), "{answer}");
+    let response = client.post(server.url("/validate")).body(deep_vs).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    server.stop().await;
+}
