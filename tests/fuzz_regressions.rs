@@ -73,3 +73,21 @@ fn invalid_utf8_in_a_field_the_webhook_skips_is_answered() {
         assert!(!refused.to_string().contains('\n'), "{refused}");
     }
 }
+
+/// patch_diff, found on 2f8b466: `patch::diff` returns its own encoded patch decoded again, and
+/// serde_json's default float parser can land one unit in the last place off for long
+/// mantissas (1.9107794261600437e+214 came back ...435e+214), so the patch no longer gave the
+/// target. The same parser reads the admitted object, so a float in a cloned route could change.
+/// Fixed with serde_json's `float_roundtrip` feature.
+#[test]
+fn floats_survive_the_patch_exactly() {
+    for float in [1.9107794261600437e214, 5.4810834916123085e-143, 0.1, 2.2250738585072014e-308] {
+        let old = json!({"spec": {"http": [{"name": "a"}]}});
+        let new = json!({"spec": {"http": [{"name": "b", "fault": {"delay": {"percentage": {"value": float}}}}, {"name": "a"}]}});
+        let mut applied = old.clone();
+        json_patch::patch(&mut applied, &divert_webhook::patch::diff(&old, &new)).unwrap();
+        assert_eq!(applied, new, "{float:e}");
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), new, "{float:e} read back from {text}");
+    }
+}
