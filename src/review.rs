@@ -362,6 +362,28 @@ pub fn review_in(
     Ok((answer, summary))
 }
 
+/// How much memory the rules' tree of this review's object will take (0 when it is not read:
+/// a kind without rules, DELETE, an object over [`MAX_READ_OBJECT_BYTES`], an unreadable
+/// body): about 17 times its JSON, twice that for a mutation that copies it. For the server's
+/// memory budget; reads only the envelope.
+pub fn tree_bytes(endpoint: Endpoint, body: &[u8], settings: &Settings) -> usize {
+    let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(body) else { return 0 };
+    let Some(request) = envelope.request else { return 0 };
+    let (Some(gvk), Some(object)) = (request.kind, request.object) else { return 0 };
+    let Some(kind) = Kind::from_gvk(gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str()) else { return 0 };
+    let operation = request.operation.as_ref().and_then(|op| Operation::parse(op.as_str()));
+    let bytes = object.get().len();
+    if !matches!(operation, Some(Operation::Create | Operation::Update)) || bytes > MAX_READ_OBJECT_BYTES {
+        return 0;
+    }
+    let namespace = request.namespace.as_ref().map_or("", |s| s.as_str());
+    match endpoint {
+        Endpoint::Mutate if !rules::may_mutate(kind, namespace, settings) => 0,
+        Endpoint::Mutate if bytes <= MAX_MUTATED_OBJECT_BYTES => bytes * 34,
+        _ => bytes * 17,
+    }
+}
+
 /// How deep the rules read an object: serde_json's limit for building a tree.
 const MAX_OBJECT_DEPTH: usize = 128;
 

@@ -26,23 +26,27 @@ struct Admission {
     metrics: Arc<Metrics>,
     /// Deadline when the request has no ?timeout=, and the cap on one that has.
     request_timeout: Duration,
-    /// Memory for reviews in progress, in KiB: a review holds its share from before its body
-    /// is read until it is answered, so that many large reviews at once wait for each other
-    /// instead of outgrowing the pod's memory limit (SPEC §8).
-    memory: Arc<Semaphore>,
+    /// Memory for reviews in progress, in KiB: the bodies being read and reviewed, and the trees
+    /// the rules build from them. A review holds its body's share from before the body is read
+    /// until it is answered, and its tree's share while it is reviewed, so that many large
+    /// reviews at once wait for each other instead of outgrowing the pod's memory limit (SPEC
+    /// §8). Taken in that order only (a tree's holder waits for nothing), so they cannot
+    /// deadlock.
+    bodies: Arc<Semaphore>,
+    trees: Arc<Semaphore>,
 }
 
-/// Memory all reviews in progress may use together. One review of the largest body fits in it
-/// alone; the deployment's limit (128 MiB) leaves room for the rest of the process.
-pub const REVIEW_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
+/// Bodies being read or reviewed, together: room for ten of the largest (3 MiB).
+pub const BODY_MEMORY_BUDGET: usize = 32 * 1024 * 1024;
+/// Trees of objects being reviewed, together: the largest object read (1.5 MiB) takes about
+/// 26 MiB; one mutated (up to 1 MiB) about 34 with the rules' copy. With the bodies' budget and
+/// the rest of the process this stays under the deployment's limit (128 MiB).
+pub const TREE_MEMORY_BUDGET: usize = 48 * 1024 * 1024;
 
-/// What a review of a body of `bytes` may use at its peak: the body, its tree (about 17 times
-/// the JSON of the object, which is read up to 1.5 MiB), the rules' copy of an object they
-/// change (up to 1 MiB) and what they add. Bodies of unknown length count as the largest.
-fn review_memory(bytes: Option<u64>) -> usize {
-    let body = bytes.map_or(MAX_BODY_BYTES, |b| (b as usize).min(MAX_BODY_BYTES));
-    let tree = body.saturating_mul(20).min(48 * 1024 * 1024);
-    (body + tree).min(REVIEW_MEMORY_BUDGET)
+/// What a body of `bytes` holds of the bodies' budget. Bodies of unknown length count as the
+/// largest.
+fn body_memory(bytes: Option<u64>) -> usize {
+    bytes.map_or(MAX_BODY_BYTES, |b| (b as usize).min(MAX_BODY_BYTES)).max(1024)
 }
 
 /// Bodies up to this size are reviewed on the connection's own task: the work is bounded
@@ -52,8 +56,9 @@ fn review_memory(bytes: Option<u64>) -> usize {
 const INLINE_REVIEW_BYTES: usize = 256 * 1024;
 
 pub fn admission_router(settings: Arc<Settings>, metrics: Arc<Metrics>, request_timeout: Duration) -> Router {
-    let memory = Arc::new(Semaphore::new(REVIEW_MEMORY_BUDGET / 1024));
-    let state = Arc::new(Admission { settings, metrics, request_timeout, memory });
+    let bodies = Arc::new(Semaphore::new(BODY_MEMORY_BUDGET / 1024));
+    let trees = Arc::new(Semaphore::new(TREE_MEMORY_BUDGET / 1024));
+    let state = Arc::new(Admission { settings, metrics, request_timeout, bodies, trees });
     Router::new()
         .route(
             "/mutate",
@@ -130,8 +135,8 @@ async fn answer(state: Arc<Admission>, endpoint: Endpoint, request: Request) -> 
     let expects_continue =
         request.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let reviewed = tokio::time::timeout_at(until, async {
-        let kib = review_memory(declared).div_ceil(1024) as u32;
-        let _memory = state.memory.acquire_many(kib).await.expect("the semaphore is never closed");
+        let kib = body_memory(declared).div_ceil(1024) as u32;
+        let _body = state.bodies.acquire_many(kib).await.expect("the semaphore is never closed");
         read_and_review(&state, endpoint, request, declared, started, Deadline::at(until.into_std())).await
     })
     .await;
@@ -230,6 +235,16 @@ async fn read_and_review(
         }
     }
     let body: Bytes = buffer.freeze();
+    // The tree's share, now that the body is here: a small body's at most (no decoding for
+    // it), a large body's from its envelope (the object's size, or nothing if it is not read).
+    // The wait counts against the deadline like everything else.
+    let tree = if body.len() <= INLINE_REVIEW_BYTES {
+        body.len() * 34
+    } else {
+        review::tree_bytes(endpoint, &body, &state.settings)
+    };
+    let kib = (tree.min(TREE_MEMORY_BUDGET).div_ceil(1024) as u32).max(1);
+    let _tree = state.trees.acquire_many(kib).await.expect("the semaphore is never closed");
     let reviewed = if body.len() <= INLINE_REVIEW_BYTES && !may_compile_regexes(endpoint, &body) {
         // A panic (a bug in a rule) is caught here as the blocking pool would catch it.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
