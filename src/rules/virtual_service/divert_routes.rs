@@ -180,7 +180,8 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
         return None;
     }
 
-    let (removed, originals): (Vec<(usize, &Value)>, Vec<(usize, &Value)>) =
+    type Positioned<'v> = Vec<(usize, &'v Value)>;
+    let (removed, originals): (Positioned<'_>, Positioned<'_>) =
         http.iter().enumerate().partition(|(_, route)| route_name(route).is_some_and(is_generated_name));
     let (positions, originals): (Vec<usize>, Vec<&Value>) = originals.into_iter().unzip();
     let clone_suffixes = clone_suffixes(&originals);
