@@ -288,13 +288,14 @@ fn work_stops_at_the_deadline() {
     let full = review_until(Endpoint::Mutate, &body, &settings, Deadline::NONE);
     let full_time = started.elapsed();
     assert!(full.is_ok());
-    // A deadline a tenth of the way in: the review stops soon after it, not at the end.
-    let budget = full_time / 10;
+    // A deadline a twentieth of the way in: the review stops soon after it, not at the end
+    // (compared loosely: the machine may be busy with other tests).
+    let budget = full_time / 20;
     let started = Instant::now();
     let cut = review_until(Endpoint::Mutate, &body, &settings, Deadline::after(budget));
     let cut_time = started.elapsed();
     assert_eq!(cut.err(), Some(Unanswered::Expired));
-    assert!(cut_time < full_time / 2, "stopped after {cut_time:?}; the whole review takes {full_time:?}");
+    assert!(cut_time < full_time * 3 / 4, "stopped after {cut_time:?}; the whole review takes {full_time:?}");
     // Validation too.
     let started = Instant::now();
     let full = review_until(Endpoint::Validate, &body, &settings, Deadline::NONE);
