@@ -96,24 +96,12 @@ pub fn admit(
     object: &Value,
     settings: &Settings,
 ) -> Admission {
-    admit_until(endpoint, kind, operation, namespace, object, settings, Deadline::NONE)
+    admit_in(endpoint, kind, operation, namespace, object, settings, ClusterView::none(), Deadline::NONE)
         .expect("a review without a deadline always finishes")
 }
 
-/// [`admit`], stopping with [`Expired`] once `deadline` has passed.
-pub fn admit_until(
-    endpoint: Endpoint,
-    kind: Kind,
-    operation: Operation,
-    namespace: &str,
-    object: &Value,
-    settings: &Settings,
-    deadline: Deadline,
-) -> Result<Admission, Expired> {
-    admit_in(endpoint, kind, operation, namespace, object, settings, ClusterView::none(), deadline)
-}
-
-/// [`admit_until`] with what is known of the cluster (SPEC §10).
+/// [`admit`] with what is known of the cluster (SPEC §10), stopping with [`Expired`] once
+/// `deadline` has passed.
 #[allow(clippy::too_many_arguments)]
 pub fn admit_in(
     endpoint: Endpoint,
@@ -128,7 +116,7 @@ pub fn admit_in(
     admit_sized(endpoint, kind, operation, namespace, object, None, settings, cluster, deadline)
 }
 
-/// [`admit_until`] for an object whose size in JSON is known (`object_bytes`: the review's body).
+/// [`admit_in`] for an object whose size in JSON is known (`object_bytes`: the review's body).
 #[allow(clippy::too_many_arguments)]
 fn admit_sized(
     endpoint: Endpoint,
@@ -163,9 +151,6 @@ fn admit_sized(
             if let Some(patch) = rules::patch_directly(&subject, settings, &mut findings) {
                 deadline.check()?;
                 return Ok(Admission { patch, warnings: findings.warnings, denials: Vec::new() });
-            }
-            if let Some(warning) = rules::refused_mutation(&subject, settings, object_bytes) {
-                return Ok(Admission { warnings: vec![warning], ..Admission::default() });
             }
             let mut mutated = object.clone();
             rules::mutate_into(&subject, &mut mutated, settings, &mut findings);

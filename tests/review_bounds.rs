@@ -296,14 +296,10 @@ fn work_stops_at_the_deadline() {
     let cut_time = started.elapsed();
     assert_eq!(cut.err(), Some(Unanswered::Expired));
     assert!(cut_time < full_time * 3 / 4, "stopped after {cut_time:?}; the whole review takes {full_time:?}");
-    // Validation too.
-    let started = Instant::now();
-    let full = review_until(Endpoint::Validate, &body, &settings, Deadline::NONE);
-    let full_time = started.elapsed();
-    assert!(full.is_ok());
+    // Validation too: finished without a deadline, abandoned with one already passed.
+    assert!(review_until(Endpoint::Validate, &body, &settings, Deadline::NONE).is_ok());
     let cut = review_until(Endpoint::Validate, &body, &settings, Deadline::after(Duration::ZERO));
     assert_eq!(cut.err(), Some(Unanswered::Expired));
-    let _ = full_time;
 }
 
 /// The server writes a shared VirtualService's patch straight from the decision; the rules also

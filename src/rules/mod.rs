@@ -152,15 +152,6 @@ pub fn may_mutate(kind: Kind, namespace: &str, settings: &Settings) -> bool {
     }
 }
 
-/// A mutation the rules refuse before doing any of it (SPEC §7 size), as the warning that says
-/// so: the caller then leaves the object unchanged without copying it.
-pub fn refused_mutation(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<usize>) -> Option<String> {
-    match subject.kind {
-        Kind::VirtualService => virtual_service::refused_mutation(subject, settings, object_bytes),
-        Kind::Namespace | Kind::Ingress => None,
-    }
-}
-
 /// The mutation as JSONPatch operations, for kinds whose rules can write them without a copy
 /// of the object (`None`: mutate a copy with [`mutate_into`] and diff it).
 pub fn patch_directly(

@@ -174,7 +174,7 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
 
     let context = Context { namespace: subject.namespace, settings, cluster: subject.cluster };
     // SPEC §7 size: what would be generated is counted first; above a limit nothing is.
-    let plan = plan(&entries, http, &other_route_names, &context, subject.object, findings.object_bytes);
+    let plan = plan(&entries, http, &context, subject.object, findings.object_bytes);
     if let Some(excess) = plan.excess(settings) {
         findings.warn(excess.warning());
         return None;
@@ -412,9 +412,8 @@ pub fn planned(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<
     let spec = subject.object.get("spec")?.as_object()?;
     spec.get("hosts").and_then(Value::as_array).filter(|h| !h.is_empty())?;
     let http = spec.get("http")?.as_array()?;
-    let other_route_names = other_route_names(spec);
     let context = Context { namespace: subject.namespace, settings, cluster: subject.cluster };
-    Some(plan(&entries, http, &other_route_names, &context, subject.object, object_bytes))
+    Some(plan(&entries, http, &context, subject.object, object_bytes))
 }
 
 /// Names of the tcp and tls routes (a divert entry naming one gets its own warning).
@@ -495,15 +494,7 @@ impl Excess {
 /// cloned and its size do not depend on the developer, so they are found once per route.
 /// `object_bytes` is the object's size in JSON when the caller knows it (the review's body);
 /// otherwise it is measured. (`object_bytes` is 0 in a plan that generates nothing.)
-fn plan(
-    entries: &[Entry],
-    http: &[Value],
-    other_route_names: &BTreeSet<String>,
-    context: &Context<'_>,
-    object: &Value,
-    object_bytes: Option<usize>,
-) -> Plan {
-    let _ = other_route_names; // names of tcp/tls routes select nothing here either
+fn plan(entries: &[Entry], http: &[Value], context: &Context<'_>, object: &Value, object_bytes: Option<usize>) -> Plan {
     if entries.is_empty() {
         return Plan { routes: 0, object_bytes: 0 };
     }

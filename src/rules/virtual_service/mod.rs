@@ -44,14 +44,6 @@ pub fn patch_directly(subject: &Subject<'_>, settings: &Settings, findings: &mut
     Some(divert_routes::patch(subject, settings, findings))
 }
 
-/// SPEC §7 size: divert that would generate too much is not done (see [`divert_routes::excess`]).
-pub fn refused_mutation(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<usize>) -> Option<String> {
-    if settings.driver != Driver::Istio || settings.is_protected(subject.namespace) {
-        return None;
-    }
-    divert_routes::excess(subject, settings, object_bytes).map(|excess| excess.warning())
-}
-
 pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
     checks::validate(subject, settings, findings);
 }
