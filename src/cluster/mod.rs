@@ -13,7 +13,9 @@
 //! read by the CLI) is the caller's business.
 
 pub mod reconcile;
+pub mod snapshot;
 pub mod state;
 pub mod view;
 
+pub use snapshot::ClusterSnapshot;
 pub use view::ClusterView;
