@@ -100,7 +100,7 @@ impl<'a> Differ<'a> {
     }
 
     fn at(&mut self, path: &mut PointerBuf, old: &Value, new: &'a Value) -> Result<(), Expired> {
-        if old == new {
+        if same_value(old, new) {
             return Ok(());
         }
         match (old, new) {
@@ -119,28 +119,39 @@ impl<'a> Differ<'a> {
         old: &Map<String, Value>,
         new: &'a Map<String, Value>,
     ) -> Result<(), Expired> {
+        // The rules' copy keeps the original's key order, so keys are first looked for at the
+        // same position: no hashing while both maps agree (an IndexMap lookup hashes the key
+        // with SipHash).
+        let mut aligned = old.len() <= new.len();
+        let mut new_in_order = new.iter();
         for (key, old_value) in old {
             path.push_back(key.as_str());
-            match new.get(key) {
+            let at_same_place = new_in_order.next().filter(|(k, _)| *k == key).map(|(_, v)| v);
+            aligned &= at_same_place.is_some();
+            match at_same_place.or_else(|| new.get(key)) {
                 None => self.ops.push(Op::Remove(path.clone())),
                 Some(new_value) => self.at(path, old_value, new_value)?,
             }
             path.pop_back();
         }
-        for (key, new_value) in new {
-            if !old.contains_key(key) {
-                path.push_back(key.as_str());
-                self.ops.push(Op::Add(path.clone(), new_value));
-                path.pop_back();
-            }
+        // When every old key was in place, the added keys are exactly those after them.
+        let added = new
+            .iter()
+            .enumerate()
+            .filter(|(at, (key, _))| if aligned { *at >= old.len() } else { !old.contains_key(*key) });
+        for (_, (key, new_value)) in added {
+            path.push_back(key.as_str());
+            self.ops.push(Op::Add(path.clone(), new_value));
+            path.pop_back();
         }
         Ok(())
     }
 
     fn arrays(&mut self, path: &mut PointerBuf, old: &[Value], new: &'a [Value]) -> Result<(), Expired> {
         // Common prefix and suffix need no hashing.
-        let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
-        let suffix = old[prefix..].iter().rev().zip(new[prefix..].iter().rev()).take_while(|(a, b)| a == b).count();
+        let prefix = old.iter().zip(new).take_while(|(a, b)| same_value(a, b)).count();
+        let suffix =
+            old[prefix..].iter().rev().zip(new[prefix..].iter().rev()).take_while(|(a, b)| same_value(a, b)).count();
         let (o, n) = (&old[prefix..old.len() - suffix], &new[prefix..new.len() - suffix]);
         let mut index = prefix; // position in the array as the patch has rewritten it so far
 
@@ -179,7 +190,7 @@ impl<'a> Differ<'a> {
                 DiffTag::Equal => {
                     for (i, j) in old_range.zip(new_range) {
                         self.tick()?;
-                        if o[i] == n[j] {
+                        if same_value(&o[i], &n[j]) {
                             index = self.run(path, o, n, &removed, &inserted, index)?;
                             removed.clear();
                             inserted.clear();
@@ -298,6 +309,31 @@ fn unique_names(items: &[Value]) -> Option<Vec<&str>> {
 /// `name` of a map element, when it is a string.
 fn element_name(value: &Value) -> Option<&str> {
     value.get("name").and_then(Value::as_str)
+}
+
+/// `a == b` for JSON values (maps equal whatever their key order), without hashing while the
+/// two maps list their keys in the same order, as a copy of an object does.
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            if a.len() != b.len() {
+                return false;
+            }
+            let mut in_order = true;
+            for ((ka, va), (kb, vb)) in a.iter().zip(b) {
+                if ka != kb {
+                    in_order = false;
+                    break;
+                }
+                if !same_value(va, vb) {
+                    return false;
+                }
+            }
+            in_order || a.iter().all(|(k, va)| b.get(k).is_some_and(|vb| same_value(va, vb)))
+        }
+        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y)),
+        _ => a == b,
+    }
 }
 
 /// Could `new` be `old` edited? Maps that both have a `name` must have the same one.

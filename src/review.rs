@@ -13,10 +13,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use crate::cluster::ClusterView;
 use crate::deadline::{Deadline, Expired};
@@ -398,18 +397,96 @@ fn parse_object(raw: &RawValue) -> Result<Parsed, InvalidReview> {
             Err(InvalidReview("request.object is not a JSON object".into()))
         };
     }
-    let mut object: Value = match serde_json::from_str(raw.get()) {
-        Ok(object) => object,
+    if !raw.get().starts_with('{') {
+        return Err(InvalidReview("request.object is not a JSON object".into()));
+    }
+    let mut reader = serde_json::Deserializer::from_str(raw.get());
+    let object = match serde::Deserializer::deserialize_map(&mut reader, ObjectVisitor) {
+        Ok(object) => Value::Object(object),
         Err(e) if e.to_string().starts_with("recursion limit exceeded") => return Ok(Parsed::TooDeep),
         Err(e) => return Err(InvalidReview(one_line(format_args!("request.object is not readable: {e}")))),
     };
-    let Some(fields) = object.as_object_mut() else {
-        return Err(InvalidReview("request.object is not a JSON object".into()));
-    };
-    if let Some(Value::Object(metadata)) = fields.get_mut("metadata") {
-        metadata.shift_remove("managedFields");
-    }
     Ok(Parsed::Object(object))
+}
+
+/// Reads the object's top level as a map; `metadata` goes through [`MetadataSeed`].
+struct ObjectVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = if key == "metadata" { map.next_value_seed(MetadataSeed)? } else { map.next_value()? };
+            // A repeated key keeps its first place and its last value, as serde_json's own tree does.
+            object.insert(key, value);
+        }
+        Ok(object)
+    }
+}
+
+/// `metadata` as serde_json would read it, but for `managedFields`, which is skipped without
+/// being built: no rule reads it, and it is often half of a small object.
+struct MetadataSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for MetadataSeed {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for MetadataSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut metadata = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "managedFields" {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            } else {
+                let value = map.next_value()?;
+                metadata.insert(key, value);
+            }
+        }
+        Ok(Value::Object(metadata))
+    }
+
+    // Any other value is read as serde_json reads it.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
 }
 
 /// An object of a handled kind the rules do not read (too deep, too large): the mutating
@@ -568,14 +645,48 @@ fn encode_answer(uid: &str, outcome: Outcome, admission: &Admission) -> Result<V
         let json = &admission.patch.json;
         out.reserve(json.len().div_ceil(3) * 4 + 14);
         out.extend_from_slice(br#","patch":""#);
-        let start = out.len();
-        out.resize(start + json.len().div_ceil(3) * 4, 0);
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(json, &mut out[start..])
-            .expect("the buffer fits the base64");
-        out.truncate(start + written);
+        // SIMD base64: on a patch of a few hundred clones the scalar encoder was a fifth of the review.
+        base64_simd::STANDARD.encode_append(json, &mut out);
         out.push(b'"');
         out.extend_from_slice(&closing);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(json: &str) -> Value {
+        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+        match parse_object(&raw) {
+            Ok(Parsed::Object(object)) => object,
+            _ => panic!("not read: {json}"),
+        }
+    }
+
+    #[test]
+    fn the_object_is_read_as_serde_json_reads_it_but_for_managed_fields() {
+        // Every shape `metadata` can take, repeated keys, escapes, numbers of every kind.
+        for json in [
+            r#"{"kind":"X","metadata":{"name":"a","labels":{"b":"c"}},"spec":{"n":[1,-2,3.5,1e300,0.1,null,true]}}"#,
+            r#"{"metadata":null}"#,
+            r#"{"metadata":"text"}"#,
+            r#"{"metadata":[{"managedFields":1},2]}"#,
+            r#"{"metadata":12.25,"metadata":{"name":"later"}}"#,
+            r#"{"metadata":{"name":"a","name":"b"},"z":1,"a":2}"#,
+            r#"{"metadata":{"name":"a\u0000b","x":18446744073709551615,"y":-9223372036854775808}}"#,
+        ] {
+            let expected: Value = serde_json::from_str(json).unwrap();
+            assert_eq!(parsed(json), expected, "{json}");
+            assert_eq!(serde_json::to_string(&parsed(json)).unwrap(), serde_json::to_string(&expected).unwrap());
+        }
+        let object = parsed(
+            r#"{"metadata":{"name":"a","managedFields":[{"manager":"kubectl"}],"labels":{},"managed\u0046ields":{},"managedFields":7}}"#,
+        );
+        assert_eq!(object, serde_json::json!({"metadata": {"name": "a", "labels": {}}}));
+        // Only the top-level metadata's managedFields are left out.
+        let object = parsed(r#"{"spec":{"metadata":{"managedFields":1}}}"#);
+        assert_eq!(object, serde_json::json!({"spec": {"metadata": {"managedFields": 1}}}));
+    }
 }

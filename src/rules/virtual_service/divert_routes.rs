@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use rustc_hash::FxHashSet;
+
 use serde_json::{Map, Value};
 
 use super::annotations::{self, Entry};
@@ -189,9 +191,17 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
     let mut clones: Vec<Vec<RenderedClone>> = (0..originals.len()).map(|_| Vec::new()).collect();
     // Per original: its clone with the placeholder key, or why it has none.
     let mut templates: Vec<Option<Result<Template, Skip>>> = (0..originals.len()).map(|_| None).collect();
-    let mut generated: BTreeSet<String> = BTreeSet::new();
-    let mut cloned: BTreeSet<(&str, usize)> = BTreeSet::new();
+    // Hash sets: clone names share a long prefix, which made ordered sets compare at length.
+    let mut generated: FxHashSet<String> = FxHashSet::default();
+    let mut cloned: FxHashSet<(&str, usize)> = FxHashSet::default();
+    // How warnings name each route, made once (not per developer).
+    let labels: Vec<String> = originals.iter().enumerate().map(|(index, route)| route_label(route, index)).collect();
+    // Routes whose clone is refused for a reason that is the same for every developer: warned once.
+    let mut warned_route = vec![false; originals.len()];
     let developer_services = developer_services(&entries, context.cluster);
+    // A template pays for itself from the second developer that renders it; with one, each
+    // clone is built for its key straight away.
+    let shared_clones = developer_services.values().filter(|s| matches!(s, Services::Every)).count() > 1;
 
     for entry in &entries {
         let key = short(&entry.key);
@@ -217,7 +227,7 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
                 continue; // two entries for the same developer select the same route
             }
             let name = clone_name(&entry.key, &clone_suffixes[index]);
-            let label = route_label(route, index);
+            let label = labels[index].as_str();
             if generated.contains(&name) {
                 // e.g. developer `a` on route `b-c` and developer `a-b` on route `c`
                 warnings
@@ -225,12 +235,13 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
                 continue;
             }
             // The same clone for every developer but for the key: built once per route, when
-            // every destination in the namespace goes to the developer. Otherwise (a cluster or a
-            // `services` list decides per developer) built for this developer.
-            let rendered = if matches!(services, Services::Every) {
+            // every destination in the namespace goes to the developer and more than one developer
+            // renders it. Otherwise (one developer, or a cluster or a `services` list that decides
+            // per developer) built for this developer.
+            let rendered = if matches!(services, Services::Every) && shared_clones {
                 let template = templates[index].get_or_insert_with(|| {
                     let placeholder_name = clone_name(KEY_PLACEHOLDER, &clone_suffixes[index]);
-                    clone_route(route, &placeholder_name, &label, KEY_PLACEHOLDER, services, &context, &mut warnings)
+                    clone_route(route, &placeholder_name, label, KEY_PLACEHOLDER, services, &context, &mut warnings)
                         .map(|clone| {
                             let json = serde_json::to_string(&clone).expect("a route serialises");
                             Template(
@@ -241,19 +252,24 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
                 });
                 match template {
                     Ok(template) => template.render(&entry.key).map(Ok).unwrap_or_else(|| {
-                        clone_route(route, &name, &label, &entry.key, services, &context, &mut Vec::new())
+                        clone_route(route, &name, label, &entry.key, services, &context, &mut Vec::new())
                             .map(|clone| serde_json::to_string(&clone).expect("a route serialises"))
                     }),
                     Err(skip) => Err(skip.clone()),
                 }
             } else {
-                clone_route(route, &name, &label, &entry.key, services, &context, &mut warnings)
+                clone_route(route, &name, label, &entry.key, services, &context, &mut warnings)
                     .map(|clone| serde_json::to_string(&clone).expect("a route serialises"))
             };
+            if let Err(Skip::NotAMap | Skip::Unreadable(_) | Skip::NothingToRewrite) = &rendered {
+                if std::mem::replace(&mut warned_route[index], true) {
+                    continue; // the same words for every developer
+                }
+            }
             match rendered {
                 Ok(json) => {
-                    clones[index].push(RenderedClone { name: name.clone(), json });
-                    generated.insert(name);
+                    generated.insert(name.clone());
+                    clones[index].push(RenderedClone { name, json });
                 }
                 Err(Skip::NotForwarding) if named => warnings.push(format!(
                     "divert of {key}: route {label} redirects, responds or delegates: it does not forward"
@@ -309,7 +325,9 @@ pub fn patch(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings
     let Some(http) = subject.object.pointer("/spec/http").and_then(Value::as_array) else {
         return JsonPatch::default();
     };
-    let mut ops = PatchWriter::default();
+    // Room for every clone and its operation's words: the patch is written without regrowing.
+    let room = decision.clones.iter().flatten().map(|clone| clone.json.len() + 48).sum::<usize>() + 2;
+    let mut ops = PatchWriter { json: Vec::with_capacity(room), operations: 0 };
     let mut index = 0; // position in the array as the operations so far have made it
     let mut earlier: Vec<&Value> = Vec::new(); // clones found since the last original
     let mut clones = decision.clones.iter();
@@ -329,7 +347,7 @@ pub fn patch(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings
 
 /// Turns the clones `old` (at `index` on) into `new`; returns the position after them.
 fn merge_clones(ops: &mut PatchWriter, mut index: usize, old: &[&Value], new: &[RenderedClone]) -> usize {
-    let wanted: HashSet<&str> = new.iter().map(|clone| clone.name.as_str()).collect();
+    let wanted: FxHashSet<&str> = new.iter().map(|clone| clone.name.as_str()).collect();
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         let old_name = old.get(i).and_then(|route| route_name(route));
@@ -377,9 +395,12 @@ struct PatchWriter {
 
 impl PatchWriter {
     fn op(&mut self, op: &str, index: usize, value: Option<&str>) {
-        use std::io::Write as _;
         self.json.push(if self.operations == 0 { b'[' } else { b',' });
-        let _ = write!(self.json, r#"{{"op":"{op}","path":"/spec/http/{index}""#);
+        self.json.extend_from_slice(br#"{"op":""#);
+        self.json.extend_from_slice(op.as_bytes());
+        self.json.extend_from_slice(br#"","path":"/spec/http/"#);
+        self.json.extend_from_slice(index.to_string().as_bytes());
+        self.json.push(b'"');
         if let Some(value) = value {
             self.json.extend_from_slice(b",\"value\":");
             self.json.extend_from_slice(value.as_bytes());
@@ -745,7 +766,11 @@ fn clone_suffixes(originals: &[&Value]) -> Vec<String> {
 
 /// `okteto-divert-<key>-<suffix>`, the suffix from [`clone_suffixes`].
 fn clone_name(key: &str, suffix: &str) -> String {
-    format!("{GENERATED_ROUTE_PREFIX}{key}-{suffix}")
+    let mut name = String::with_capacity(GENERATED_ROUTE_PREFIX.len() + key.len() + 1 + suffix.len());
+    for part in [GENERATED_ROUTE_PREFIX, key, "-", suffix] {
+        name.push_str(part);
+    }
+    name
 }
 
 /// How warnings name a route: its name, or `spec.http[i]`.
@@ -783,8 +808,8 @@ fn clone_route<'r>(
         route,
         name: name.to_string(),
         matches,
-        baggage: serde_json::json!({ "regex": divert_pattern(key) }),
-        legacy: context.settings.legacy_header.then(|| serde_json::json!({ "exact": key })),
+        baggage: Condition::Regex(divert_pattern(key)),
+        legacy: context.settings.legacy_header.then(|| Condition::Exact(key.to_string())),
         destinations,
     })
 }
@@ -798,9 +823,27 @@ struct ClonedRoute<'r> {
     name: String,
     /// The original's match entries that are cloned; `None`: the route matches everything.
     matches: Vec<Option<&'r Map<String, Value>>>,
-    baggage: Value,
-    legacy: Option<Value>,
+    baggage: Condition,
+    legacy: Option<Condition>,
     destinations: Vec<Value>,
+}
+
+/// A header condition of a clone's match entry: `{"regex": …}` or `{"exact": …}`.
+enum Condition {
+    Regex(String),
+    Exact(String),
+}
+
+impl serde::Serialize for Condition {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        match self {
+            Condition::Regex(pattern) => map.serialize_entry("regex", pattern)?,
+            Condition::Exact(value) => map.serialize_entry("exact", value)?,
+        }
+        map.end()
+    }
 }
 
 impl serde::Serialize for ClonedRoute<'_> {
@@ -849,13 +892,13 @@ impl serde::Serialize for Matches<'_, '_> {
 struct WithCondition<'e> {
     entry: Option<&'e Map<String, Value>>,
     header: &'static str,
-    condition: &'e Value,
+    condition: &'e Condition,
 }
 
 impl serde::Serialize for WithCondition<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        struct Headers<'h>(Option<&'h Map<String, Value>>, &'static str, &'h Value);
+        struct Headers<'h>(Option<&'h Map<String, Value>>, &'static str, &'h Condition);
         impl serde::Serialize for Headers<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let mut map = serializer.serialize_map(None)?;
