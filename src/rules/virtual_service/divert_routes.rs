@@ -261,10 +261,10 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
                 clone_route(route, &name, label, &entry.key, services, &context, &mut warnings)
                     .map(|clone| serde_json::to_string(&clone).expect("a route serialises"))
             };
-            if let Err(Skip::NotAMap | Skip::Unreadable(_) | Skip::NothingToRewrite) = &rendered {
-                if std::mem::replace(&mut warned_route[index], true) {
-                    continue; // the same words for every developer
-                }
+            if let Err(Skip::NotAMap | Skip::Unreadable(_) | Skip::NothingToRewrite) = &rendered
+                && std::mem::replace(&mut warned_route[index], true)
+            {
+                continue; // the same words for every developer
             }
             match rendered {
                 Ok(json) => {
