@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use similar::{Algorithm, DiffTag};
 
 use crate::deadline::{Deadline, Expired};
+use crate::rules::Field;
 
 /// A JSONPatch, encoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -308,7 +309,7 @@ fn unique_names(items: &[Value]) -> Option<Vec<&str>> {
 
 /// `name` of a map element, when it is a string.
 fn element_name(value: &Value) -> Option<&str> {
-    value.get("name").and_then(Value::as_str)
+    value.field("name").and_then(Value::as_str)
 }
 
 /// `a == b` for JSON values (maps equal whatever their key order), without hashing while the
@@ -338,7 +339,7 @@ pub fn same_value(a: &Value, b: &Value) -> bool {
 
 /// Could `new` be `old` edited? Maps that both have a `name` must have the same one.
 fn same_element(old: &Value, new: &Value) -> bool {
-    match (old.get("name"), new.get("name")) {
+    match (old.field("name"), new.field("name")) {
         (Some(a), Some(b)) => a == b,
         _ => true,
     }

@@ -23,6 +23,29 @@ use crate::cluster::ClusterView;
 use crate::deadline::Deadline;
 use crate::settings::{Driver, Settings};
 
+/// A field of a JSON map, found by a scan when the map is small. The maps the rules read most
+/// (routes, destinations, match entries, metadata) have a handful of keys, and a lookup in
+/// serde_json's order-preserving map hashes the key with SipHash first, which costs more than
+/// comparing a few short keys.
+pub trait Field {
+    fn field(&self, key: &str) -> Option<&Value>;
+    fn has_field(&self, key: &str) -> bool {
+        self.field(key).is_some()
+    }
+}
+
+impl Field for serde_json::Map<String, Value> {
+    fn field(&self, key: &str) -> Option<&Value> {
+        if self.len() <= 8 { self.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v) } else { self.get(key) }
+    }
+}
+
+impl Field for Value {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.as_object()?.field(key)
+    }
+}
+
 /// The kinds divert-webhook has rules for. Everything else is allowed untouched (SPEC §8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {

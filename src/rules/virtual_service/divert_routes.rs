@@ -20,7 +20,7 @@ use crate::cluster::ClusterView;
 use crate::patch::JsonPatch;
 use crate::rules::baggage::divert_pattern;
 use crate::rules::divert::{BAGGAGE_HEADER, GENERATED_ROUTE_PREFIX, LEGACY_HEADER};
-use crate::rules::{Findings, Subject};
+use crate::rules::{Field, Findings, Subject};
 use crate::settings::Settings;
 
 /// Route fields that make a route answer or hand off instead of forwarding (SPEC §4).
@@ -143,13 +143,13 @@ impl Template {
 fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -> Option<Decision> {
     let entries: Vec<Entry> =
         annotations::entries(subject.object, subject.namespace).into_iter().filter_map(Result::ok).collect();
-    let Some(spec) = subject.object.get("spec").and_then(Value::as_object) else {
+    let Some(spec) = subject.object.field("spec").and_then(Value::as_object) else {
         if !entries.is_empty() {
             findings.warn("divert annotations are set but the VirtualService has no spec; nothing is diverted");
         }
         return None;
     };
-    let has_hosts = spec.get("hosts").and_then(Value::as_array).is_some_and(|h| !h.is_empty());
+    let has_hosts = spec.field("hosts").and_then(Value::as_array).is_some_and(|h| !h.is_empty());
     if !has_hosts {
         // A delegate VirtualService (no hosts): SPEC §4.7 leaves it alone.
         if !entries.is_empty() {
@@ -158,7 +158,7 @@ fn decide(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -
         return None;
     }
     let other_route_names = other_route_names(spec);
-    let http = match spec.get("http") {
+    let http = match spec.field("http") {
         Some(Value::Array(http)) => http,
         None | Some(Value::Null) => {
             for entry in &entries {
@@ -430,9 +430,9 @@ pub fn planned(subject: &Subject<'_>, settings: &Settings, object_bytes: Option<
     if entries.is_empty() {
         return None;
     }
-    let spec = subject.object.get("spec")?.as_object()?;
-    spec.get("hosts").and_then(Value::as_array).filter(|h| !h.is_empty())?;
-    let http = spec.get("http")?.as_array()?;
+    let spec = subject.object.field("spec")?.as_object()?;
+    spec.field("hosts").and_then(Value::as_array).filter(|h| !h.is_empty())?;
+    let http = spec.field("http")?.as_array()?;
     let context = Context { namespace: subject.namespace, settings, cluster: subject.cluster };
     Some(plan(&entries, http, &context, subject.object, object_bytes))
 }
@@ -533,7 +533,7 @@ fn plan(entries: &[Entry], http: &[Value], context: &Context<'_>, object: &Value
             let local_services = local_services(route, context);
             (!local_services.is_empty()).then(|| Clonable {
                 route,
-                match_entries: route.get("match").and_then(Value::as_array).map_or(1, |m| m.len().max(1)),
+                match_entries: route.field("match").and_then(Value::as_array).map_or(1, |m| m.len().max(1)),
                 local_services,
             })
         })
@@ -600,7 +600,7 @@ fn plan(entries: &[Entry], http: &[Value], context: &Context<'_>, object: &Value
                 return;
             }
             let (bytes, match_bytes) = *route_bytes[*index].get_or_insert_with(|| {
-                let match_bytes = if legacy == 1 { route.route.get("match").map_or(0, json_bytes) } else { 0 };
+                let match_bytes = if legacy == 1 { route.route.field("match").map_or(0, json_bytes) } else { 0 };
                 (json_bytes(route.route), match_bytes)
             });
             // The clone: the route, its new name (the prefix, the key, a position), one baggage
@@ -639,7 +639,7 @@ fn local_services<'r>(route: &'r Value, context: &Context<'_>) -> Vec<&'r str> {
     if !forwards(route) {
         return Vec::new();
     }
-    let Some(destinations) = route.get("route").and_then(Value::as_array) else { return Vec::new() };
+    let Some(destinations) = route.field("route").and_then(Value::as_array) else { return Vec::new() };
     destinations
         .iter()
         .filter_map(|d| destination_host(d).and_then(|h| local_service(h, context)))
@@ -651,12 +651,12 @@ fn local_services<'r>(route: &'r Value, context: &Context<'_>) -> Vec<&'r str> {
 /// (SPEC §10.2: what a developer namespace must run to get an entry). Generated routes are left
 /// out, and so is a VirtualService without hosts (a delegate: never diverted, §4.7).
 pub fn routed_services(object: &Value, namespace: &str, settings: &Settings) -> BTreeSet<String> {
-    let Some(spec) = object.get("spec").and_then(Value::as_object) else { return BTreeSet::new() };
-    if spec.get("hosts").and_then(Value::as_array).is_none_or(|h| h.is_empty()) {
+    let Some(spec) = object.field("spec").and_then(Value::as_object) else { return BTreeSet::new() };
+    if spec.field("hosts").and_then(Value::as_array).is_none_or(|h| h.is_empty()) {
         return BTreeSet::new();
     }
     let context = Context { namespace, settings, cluster: ClusterView::none() };
-    let http = spec.get("http").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let http = spec.field("http").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     http.iter()
         .filter(|route| !route_name(route).is_some_and(is_generated_name))
         .flat_map(|route| local_services(route, &context))
@@ -666,7 +666,7 @@ pub fn routed_services(object: &Value, namespace: &str, settings: &Settings) -> 
 
 /// `destination.host` of a route destination.
 fn destination_host(destination: &Value) -> Option<&str> {
-    destination.get("destination")?.get("host")?.as_str()
+    destination.field("destination")?.field("host")?.as_str()
 }
 
 /// The length of `value` written as compact JSON, without writing it anywhere.
@@ -730,17 +730,17 @@ fn is_map_not_forwarding(route: &Value) -> bool {
 /// Said when an entry diverts nothing because no route forwards: delegation is named, since
 /// the delegate VirtualServices are not diverted either (SPEC §4.7).
 fn delegation_note(routes: &[&Value]) -> &'static str {
-    if routes.iter().any(|r| r.get("delegate").is_some()) { " (delegates are not diverted)" } else { "" }
+    if routes.iter().any(|r| r.field("delegate").is_some()) { " (delegates are not diverted)" } else { "" }
 }
 
 /// `name` of a route, if it is a non-empty string.
 fn route_name(route: &Value) -> Option<&str> {
-    route.get("name").and_then(Value::as_str).filter(|n| !n.is_empty())
+    route.field("name").and_then(Value::as_str).filter(|n| !n.is_empty())
 }
 
 /// Does this http route forward (`route:`), rather than redirect, answer or delegate?
 pub(super) fn forwards(route: &Map<String, Value>) -> bool {
-    route.contains_key("route") && !NOT_FORWARDING.iter().any(|k| route.contains_key(*k))
+    route.has_field("route") && !NOT_FORWARDING.iter().any(|k| route.has_field(k))
 }
 
 /// Routes with this name prefix are the webhook's own (SPEC §4.1) and are regenerated.
@@ -795,10 +795,10 @@ fn clone_route<'r>(
     if !forwards(route) {
         return Err(Skip::NotForwarding);
     }
-    let Some(destinations) = route.get("route").and_then(Value::as_array) else {
+    let Some(destinations) = route.field("route").and_then(Value::as_array) else {
         return Err(Skip::Unreadable("its route: is not a list".into()));
     };
-    let matches = clone_matches(route.get("match"), label, warnings)?;
+    let matches = clone_matches(route.field("match"), label, warnings)?;
     let destinations = rewrite_destinations(destinations, key, services, context).ok_or_else(|| {
         let local =
             destinations.iter().any(|d| destination_host(d).is_some_and(|h| local_service(h, context).is_some()));
@@ -852,7 +852,7 @@ impl serde::Serialize for ClonedRoute<'_> {
         let matches = Matches(self);
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("name", &self.name)?;
-        if !self.route.contains_key("match") {
+        if !self.route.has_field("match") {
             map.serialize_entry("match", &matches)?;
         }
         for (field, value) in self.route {
@@ -946,7 +946,7 @@ fn clone_matches<'r>(
                 let Some(entry) = entry.as_object() else {
                     return Err(Skip::Unreadable(format!("match[{i}] is not a map")));
                 };
-                match entry.get("headers") {
+                match entry.field("headers") {
                     None | Some(Value::Null) => usable.push(Some(entry)),
                     Some(Value::Object(headers)) if headers.keys().any(|h| is_baggage_condition(h)) => left_out.push(
                         format!("route {label}: match[{i}] already tests the baggage header; it is not diverted"),
@@ -1027,7 +1027,7 @@ fn same_but_weight(a: &Value, b: &Value) -> bool {
 /// Adds `from`'s weight to `into`'s. False (nothing changed) when a weight is not an integer:
 /// such destinations are kept apart rather than guessed at.
 fn merge_weight(into: &mut Value, from: &Value) -> bool {
-    let weight = |v: &Value| match v.get("weight") {
+    let weight = |v: &Value| match v.field("weight") {
         None | Some(Value::Null) => Some(None),
         Some(w) => w.as_i64().map(Some),
     };
@@ -1115,7 +1115,7 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| r.get("name").and_then(Value::as_str).unwrap_or("-").to_string())
+            .map(|r| r.field("name").and_then(Value::as_str).unwrap_or("-").to_string())
             .collect()
     }
 

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use super::divert_routes::forwards;
 use crate::rules::baggage::{is_divert_member, member_value, members, with_divert_member, without_divert_member};
 use crate::rules::divert::{BAGGAGE_HEADER, LEGACY_HEADER, check_divert_key, header_annotation, implied_header_key};
-use crate::rules::{Findings, Subject};
+use crate::rules::{Field, Findings, Subject};
 use crate::settings::Settings;
 
 pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
@@ -61,7 +61,7 @@ fn add_header(route: &mut Map<String, Value>, key: &str, legacy: bool) -> Result
     let request = child_map(route, "headers", "headers is not a map")?;
     let request = child_map(request, "request", "headers.request is not a map")?;
     // Checked before anything changes, so that a route is either fully done or left alone.
-    if legacy && request.get("set").is_some_and(|set| !(set.is_null() || set.is_object())) {
+    if legacy && request.field("set").is_some_and(|set| !(set.is_null() || set.is_object())) {
         return Err("headers.request.set is not a map");
     }
     let add = child_map(request, "add", "headers.request.add is not a map")?;
@@ -91,13 +91,13 @@ fn competing_member(route: &Map<String, Value>, key: &str) -> Option<String> {
         let value = map.iter().find(|(name, _)| name.eq_ignore_ascii_case(BAGGAGE_HEADER))?.1.as_str()?;
         members(value).any(|m| is_divert_member(m) && member_value(m) != key).then_some(())
     };
-    let route_request = route.get("headers").and_then(|h| h.get("request"));
+    let route_request = route.field("headers").and_then(|h| h.field("request"));
     if competes(route_request, "set").is_some() {
         return Some("headers.request.set.baggage".to_string());
     }
-    let destinations = route.get("route").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let destinations = route.field("route").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for (k, destination) in destinations.iter().enumerate() {
-        let request = destination.get("headers").and_then(|h| h.get("request"));
+        let request = destination.field("headers").and_then(|h| h.field("request"));
         for operation in ["set", "add"] {
             if competes(request, operation).is_some() {
                 return Some(format!("route[{k}].headers.request.{operation}.baggage"));
@@ -118,8 +118,8 @@ pub fn is_idle(subject: &Subject<'_>, settings: &Settings) -> bool {
     }
     let Some(http) = subject.object.pointer("/spec/http").and_then(Value::as_array) else { return true };
     http.iter().filter_map(Value::as_object).filter(|route| forwards(route)).all(|route| {
-        let Some(request) = route.get("headers").and_then(|h| h.get("request")) else { return true };
-        let divert_member = request.get("add").and_then(Value::as_object).is_some_and(|add| {
+        let Some(request) = route.field("headers").and_then(|h| h.field("request")) else { return true };
+        let divert_member = request.field("add").and_then(Value::as_object).is_some_and(|add| {
             header_key(add, BAGGAGE_HEADER)
                 .and_then(|name| {
                     add.get(&name).and_then(Value::as_str).map(|value| members(value).any(is_divert_member))
@@ -127,7 +127,7 @@ pub fn is_idle(subject: &Subject<'_>, settings: &Settings) -> bool {
                 .unwrap_or(false)
         });
         let legacy =
-            request.get("set").and_then(Value::as_object).is_some_and(|set| header_key(set, LEGACY_HEADER).is_some());
+            request.field("set").and_then(Value::as_object).is_some_and(|set| header_key(set, LEGACY_HEADER).is_some());
         !divert_member && !legacy
     })
 }
