@@ -825,7 +825,7 @@ struct ClonedRoute<'r> {
     matches: Vec<Option<&'r Map<String, Value>>>,
     baggage: Condition,
     legacy: Option<Condition>,
-    destinations: Vec<Value>,
+    destinations: Vec<CloneDestination<'r>>,
 }
 
 /// A header condition of a clone's match entry: `{"regex": …}` or `{"exact": …}`.
@@ -972,71 +972,157 @@ fn is_baggage_condition(header: &str) -> bool {
 }
 
 /// The clone's destinations (SPEC §4.4), or `None` if no destination goes to one of the
-/// developer's `services` in the VirtualService's namespace. Rewritten destinations lose `subset`; rewritten destinations that are then
-/// identical (apart from `weight`) are merged with their weights summed; a lone destination
-/// loses `weight`. Everything else is kept as it is.
-fn rewrite_destinations(
-    destinations: &[Value],
+/// developer's `services` in the VirtualService's namespace. Rewritten destinations lose
+/// `subset`; rewritten destinations that are then identical (apart from `weight`) are merged
+/// with their weights summed; a lone destination loses `weight`. Everything else is kept as it
+/// is. Nothing is copied: each destination is written out from the original ([`CloneDestination`]).
+fn rewrite_destinations<'r>(
+    destinations: &'r [Value],
     key: &str,
     services: &Services<'_>,
     context: &Context<'_>,
-) -> Option<Vec<Value>> {
-    let mut out: Vec<Value> = Vec::with_capacity(destinations.len());
-    let mut rewritten: Vec<bool> = Vec::with_capacity(destinations.len());
+) -> Option<Vec<CloneDestination<'r>>> {
+    let mut out: Vec<CloneDestination<'r>> = Vec::with_capacity(destinations.len());
     for destination in destinations {
-        let Some(host) = destination_host(destination)
-            .filter(|h| local_service(h, context).is_some_and(|(service, _)| services.admit(service)))
-            .and_then(|h| developer_host(h, key, context))
-        else {
-            out.push(destination.clone());
-            rewritten.push(false);
+        let rewritten = (|| {
+            let fields = destination.as_object()?;
+            let target = fields.field("destination")?.as_object()?;
+            let host = target.field("host")?.as_str()?;
+            local_service(host, context).filter(|(service, _)| services.admit(service))?;
+            let host = developer_host(host, key, context)?;
+            Some(Rewritten { fields, target, host, weight: Weight::AsWritten })
+        })();
+        let Some(new) = rewritten else {
+            out.push(CloneDestination::Kept(destination));
             continue;
         };
-        let mut new = destination.clone();
-        if let Some(target) = new.get_mut("destination").and_then(Value::as_object_mut) {
-            target.insert("host".into(), Value::String(host));
-            target.remove("subset");
-        }
-        let same = out.iter_mut().zip(&rewritten).find(|(other, was)| **was && same_but_weight(other, &new));
-        if !same.is_some_and(|(other, _)| merge_weight(other, &new)) {
-            out.push(new);
-            rewritten.push(true);
+        let same = out.iter_mut().find_map(|other| match other {
+            CloneDestination::Rewritten(other) if other.same_but_weight(&new) => Some(other),
+            _ => None,
+        });
+        if !same.is_some_and(|other| other.merge_weight(&new)) {
+            out.push(CloneDestination::Rewritten(new));
         }
     }
-    if !rewritten.contains(&true) {
+    if !out.iter().any(|d| matches!(d, CloneDestination::Rewritten(_))) {
         return None;
     }
-    if let [lone] = out.as_mut_slice()
-        && let Some(lone) = lone.as_object_mut()
-    {
-        lone.remove("weight");
+    if let [CloneDestination::Rewritten(lone)] = out.as_mut_slice() {
+        lone.weight = Weight::Dropped;
     }
     Some(out)
 }
 
-fn same_but_weight(a: &Value, b: &Value) -> bool {
-    match (a.as_object(), b.as_object()) {
-        (Some(a), Some(b)) => {
-            let counted = |m: &Map<String, Value>| m.keys().filter(|k| *k != "weight").count();
-            counted(a) == counted(b) && a.iter().filter(|(k, _)| *k != "weight").all(|(k, v)| b.get(k) == Some(v))
+/// One destination of a clone: the original's, or the original sent to the developer's Service.
+enum CloneDestination<'r> {
+    Kept(&'r Value),
+    Rewritten(Rewritten<'r>),
+}
+
+/// A destination sent to the developer: the original's fields in their order, with
+/// `destination.host` replaced, `destination.subset` left out and `weight` as merged.
+struct Rewritten<'r> {
+    fields: &'r Map<String, Value>,
+    /// The original's `destination`.
+    target: &'r Map<String, Value>,
+    host: String,
+    weight: Weight,
+}
+
+#[derive(Clone, Copy)]
+enum Weight {
+    /// The original's `weight` field, or none.
+    AsWritten,
+    /// The sum of merged destinations' weights (written where the original has `weight`, else last).
+    Sum(i64),
+    /// Left out (a lone destination).
+    Dropped,
+}
+
+impl Rewritten<'_> {
+    /// Its weight when it can be summed: `Some(None)` for none (or null).
+    fn integer_weight(&self) -> Option<Option<i64>> {
+        match self.weight {
+            Weight::Sum(sum) => Some(Some(sum)),
+            Weight::Dropped => Some(None),
+            Weight::AsWritten => match self.fields.field("weight") {
+                None | Some(Value::Null) => Some(None),
+                Some(w) => w.as_i64().map(Some),
+            },
         }
-        _ => false,
+    }
+
+    /// Equal as JSON values but for `weight` (maps compare whatever their key order).
+    fn same_but_weight(&self, other: &Rewritten<'_>) -> bool {
+        self.host == other.host
+            && same_map_but(self.fields, other.fields, &["weight", "destination"])
+            && same_map_but(self.target, other.target, &["host", "subset"])
+    }
+
+    /// Adds `from`'s weight to this one's. False (nothing changed) when a weight is not an
+    /// integer (or the sum does not fit): such destinations are kept apart rather than guessed at.
+    fn merge_weight(&mut self, from: &Rewritten<'_>) -> bool {
+        let (Some(a), Some(b)) = (self.integer_weight(), from.integer_weight()) else { return false };
+        if a.is_some() || b.is_some() {
+            let Some(sum) = a.unwrap_or(0).checked_add(b.unwrap_or(0)) else { return false };
+            self.weight = Weight::Sum(sum);
+        }
+        true
     }
 }
 
-/// Adds `from`'s weight to `into`'s. False (nothing changed) when a weight is not an integer:
-/// such destinations are kept apart rather than guessed at.
-fn merge_weight(into: &mut Value, from: &Value) -> bool {
-    let weight = |v: &Value| match v.field("weight") {
-        None | Some(Value::Null) => Some(None),
-        Some(w) => w.as_i64().map(Some),
-    };
-    let (Some(a), Some(b)) = (weight(into), weight(from)) else { return false };
-    let Some(into) = into.as_object_mut() else { return false };
-    if a.is_some() || b.is_some() {
-        into.insert("weight".into(), (a.unwrap_or(0) + b.unwrap_or(0)).into());
+/// How many of `keys` the map has.
+fn count_of(map: &Map<String, Value>, keys: &[&str]) -> usize {
+    keys.iter().filter(|key| map.has_field(key)).count()
+}
+
+/// Do `a` and `b` hold the same fields with equal values, leaving out `ignored`?
+fn same_map_but(a: &Map<String, Value>, b: &Map<String, Value>, ignored: &[&str]) -> bool {
+    a.len() - count_of(a, ignored) == b.len() - count_of(b, ignored)
+        && a.iter()
+            .filter(|(k, _)| !ignored.contains(&k.as_str()))
+            .all(|(k, v)| b.field(k).is_some_and(|w| crate::patch::same_value(v, w)))
+}
+
+impl serde::Serialize for CloneDestination<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let rewritten = match self {
+            CloneDestination::Kept(original) => return original.serialize(serializer),
+            CloneDestination::Rewritten(rewritten) => rewritten,
+        };
+        struct Target<'t>(&'t Rewritten<'t>);
+        impl serde::Serialize for Target<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(None)?;
+                for (field, value) in self.0.target {
+                    match field.as_str() {
+                        "host" => map.serialize_entry(field, &self.0.host)?,
+                        "subset" => {}
+                        _ => map.serialize_entry(field, value)?,
+                    }
+                }
+                map.end()
+            }
+        }
+        let mut map = serializer.serialize_map(None)?;
+        let mut weight_written = false;
+        for (field, value) in rewritten.fields {
+            match (field.as_str(), rewritten.weight) {
+                ("destination", _) => map.serialize_entry(field, &Target(rewritten))?,
+                ("weight", Weight::Dropped) => {}
+                ("weight", Weight::Sum(sum)) => {
+                    map.serialize_entry(field, &sum)?;
+                    weight_written = true;
+                }
+                _ => map.serialize_entry(field, value)?,
+            }
+        }
+        if let (Weight::Sum(sum), false) = (rewritten.weight, weight_written) {
+            map.serialize_entry("weight", &sum)?;
+        }
+        map.end()
     }
-    true
 }
 
 /// `svc.<key>.svc.<domain>` when `host` names a Service of the VirtualService's own namespace
@@ -1045,7 +1131,13 @@ fn merge_weight(into: &mut Value, from: &Value) -> bool {
 /// lowercase; a fully qualified host with a trailing dot keeps it.
 fn developer_host(host: &str, key: &str, context: &Context<'_>) -> Option<String> {
     let (service, root) = local_service(host, context)?;
-    Some(format!("{}.{key}.svc.{}{root}", service.to_ascii_lowercase(), context.settings.cluster_domain))
+    let domain = context.settings.cluster_domain.as_str();
+    let mut out = String::with_capacity(service.len() + key.len() + domain.len() + 7);
+    for part in [service, ".", key, ".svc.", domain, root] {
+        out.push_str(part);
+    }
+    out[..service.len()].make_ascii_lowercase();
+    Some(out)
 }
 
 /// The Service `host` names in the VirtualService's own namespace, and `"."` if the host is
@@ -1338,23 +1430,18 @@ mod tests {
     fn weights_that_are_not_integers_are_not_merged() {
         let settings = Settings::default();
         let context = Context { namespace: "staging", settings: &settings, cluster: ClusterView::none() };
-        let got = rewrite_destinations(
-            &[
-                json!({"destination": {"host": "r", "subset": "v1"}, "weight": 50}),
-                json!({"destination": {"host": "r", "subset": "v2"}, "weight": "50"}),
-                json!({"destination": {"host": "r", "subset": "v3"}}),
-            ],
-            "cindy",
-            &Services::Every,
-            &context,
-        )
-        .unwrap();
+        let destinations = [
+            json!({"destination": {"host": "r", "subset": "v1"}, "weight": 50}),
+            json!({"destination": {"host": "r", "subset": "v2"}, "weight": "50"}),
+            json!({"destination": {"host": "r", "subset": "v3"}}),
+        ];
+        let got = rewrite_destinations(&destinations, "cindy", &Services::Every, &context).unwrap();
         assert_eq!(
-            got,
-            [
+            serde_json::to_value(&got).unwrap(),
+            json!([
                 json!({"destination": {"host": "r.cindy.svc.cluster.local"}, "weight": 50}),
                 json!({"destination": {"host": "r.cindy.svc.cluster.local"}, "weight": "50"}),
-            ]
+            ])
         );
     }
 }
