@@ -45,6 +45,8 @@ struct Injected {
     message: String,
 }
 
+type RequestHook = Box<dyn Fn(&Recorded) + Send>;
+
 #[derive(Default)]
 struct FakeState {
     objects: BTreeMap<String, Value>,
@@ -52,6 +54,8 @@ struct FakeState {
     injected: VecDeque<Injected>,
     /// Clients whose requests are never answered (the API unreachable for them).
     partitioned: Vec<&'static str>,
+    /// Called with each request before it is answered (a test's way of changing the world then).
+    on_request: Option<RequestHook>,
     resource_version: u64,
 }
 
@@ -106,6 +110,10 @@ impl FakeApi {
         });
     }
 
+    fn on_request(&self, hook: impl Fn(&Recorded) + Send + 'static) {
+        self.0.lock().unwrap().on_request = Some(Box::new(hook));
+    }
+
     fn partition(&self, who: &'static str) {
         self.0.lock().unwrap().partitioned.push(who);
     }
@@ -144,6 +152,9 @@ impl FakeApi {
 
     fn answer(&self, request: Recorded) -> (u16, Value) {
         let mut state = self.0.lock().unwrap();
+        if let Some(hook) = &state.on_request {
+            hook(&request);
+        }
         state.requests.push(request.clone());
         if let Some(index) =
             state.injected.iter().position(|i| i.method == request.method && request.path.ends_with(&i.path_suffix))
@@ -485,12 +496,19 @@ async fn the_loop_writes_what_a_snapshot_needs_and_nothing_once_it_shows_the_wri
     let settings = Arc::new(Settings::default());
     let fake = fake_with(&state);
     let metrics = ReconcilerMetrics::default();
-    let writer = Writer::new(fake.client("a"), metrics.clone(), Leadership::always());
     let (publish, snapshots) = watch::channel(None);
-    let loop_settings = settings.clone();
-    let reconciling = tokio::spawn(async move {
-        reconciler::reconcile_while_held(&writer, snapshots, &loop_settings, &config(None)).await
-    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The entry point, without leader election (--no-leader-election).
+    let reconciling = tokio::spawn(reconciler::run(
+        fake.client("a"),
+        snapshots,
+        settings.clone(),
+        config(None),
+        metrics.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
     // Nothing before the caches have listed.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -506,6 +524,38 @@ async fn the_loop_writes_what_a_snapshot_needs_and_nothing_once_it_shows_the_wri
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.requests().len(), 2, "{:?}", fake.requests());
     assert_eq!(metrics.writes("VirtualService"), 2);
+    let _ = stop.send(());
+    reconciling.await.unwrap();
+    assert!(fake.requests().iter().all(|r| !r.path.contains("leases")), "no Lease without leader election");
+}
+
+#[tokio::test]
+async fn a_newer_snapshot_while_writing_replaces_the_rest_of_the_plan() {
+    let state = cluster(&["a-shop", "b-cart"], json!({}));
+    let settings = Arc::new(Settings::default());
+    let fake = fake_with(&state);
+    let writer = Writer::new(fake.client("a"), ReconcilerMetrics::default(), Leadership::always());
+    let (publish, snapshots) = watch::channel(Some(snapshot(state.clone(), BTreeMap::new(), Duration::from_secs(600))));
+    // While a-shop is being written, cindy stops being a developer namespace: b-cart needs
+    // nothing any more.
+    let mut unlabelled = state.clone();
+    unlabelled.view.add_namespace("cindy", BTreeMap::new());
+    assert!(reconcile::plan(&unlabelled, &settings, &Absence::offline(Duration::ZERO)).is_empty());
+    let newer = snapshot(unlabelled, BTreeMap::new(), Duration::from_secs(600));
+    fake.on_request(move |request| {
+        if request.path.ends_with("/a-shop") {
+            publish.send_replace(Some(newer.clone()));
+        }
+    });
+    let reconciling =
+        tokio::spawn(
+            async move { reconciler::reconcile_while_held(&writer, snapshots, &settings, &config(None)).await },
+        );
+
+    assert!(eventually(Duration::from_secs(3), || fake.writes().len() == 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writes: Vec<String> = fake.writes().iter().map(|w| w.path.clone()).collect();
+    assert_eq!(writes, [format!("{VS_PATH}/a-shop")], "b-cart is not written from the older snapshot");
     reconciling.abort();
 }
 
@@ -640,4 +690,36 @@ async fn a_replica_takes_a_lease_nobody_renews_only_once_it_expired() {
     assert!(started.elapsed() >= Duration::from_millis(1000), "waited out the duration: {:?}", started.elapsed());
     second_task.abort();
     assert_eq!(metrics.lease_transitions(), 1);
+}
+
+#[tokio::test]
+async fn a_holder_that_finds_someone_else_holding_the_lease_stops_at_once() {
+    let state = cluster(&["shop"], json!({}));
+    let settings = Arc::new(Settings::default());
+    let fake = fake_with(&state);
+    let (publish, snapshots) = watch::channel(None::<Arc<ClusterSnapshot>>);
+    let metrics = ReconcilerMetrics::default();
+    let lease = LeaseConfig { renew_interval: Duration::from_millis(50), ..lease_config("a") };
+    let reconciling = tokio::spawn(reconciler::run(
+        fake.client("a"),
+        snapshots,
+        settings,
+        config(Some(lease)),
+        metrics.clone(),
+        std::future::pending(),
+    ));
+    assert!(eventually(Duration::from_secs(2), || metrics.is_lease_holder()).await);
+
+    // Someone else holds it now (an operator's edit, or a replica that judged it expired).
+    let mut taken = fake.object(LEASE_PATH).unwrap();
+    taken["spec"]["holderIdentity"] = json!("intruder");
+    fake.put_object(LEASE_PATH, taken);
+    assert!(eventually(Duration::from_millis(500), || !metrics.is_lease_holder()).await, "the next renew sees it");
+
+    publish.send_replace(Some(snapshot(state, BTreeMap::new(), Duration::from_secs(600))));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    assert_eq!(fake.object(LEASE_PATH).unwrap()["spec"]["holderIdentity"], json!("intruder"), "not taken back");
+    assert_eq!(metrics.lease_transitions(), 2);
+    reconciling.abort();
 }

@@ -73,6 +73,12 @@ impl ReconcilerMetrics {
             "Times this replica started or stopped holding the Lease divert-webhook",
             metrics.lease_transitions.clone(),
         );
+        // Every series exists from the start, so a first write reads as 0 -> 1.
+        for kind in ["VirtualService", "Ingress"] {
+            for patch in ["apply", "json-patch"] {
+                let _ = metrics.writes.get_or_create(&WriteLabels { kind, patch });
+            }
+        }
         metrics
     }
 
@@ -259,4 +265,32 @@ fn api_resource(changes: &ObjectChanges) -> ApiResource {
 
 fn api_of(client: &Client, changes: &ObjectChanges) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), &changes.namespace, &api_resource(changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names alerts are written on.
+    #[test]
+    fn the_metrics_have_their_fixed_names() {
+        let mut registry = Registry::with_prefix("divert_webhook");
+        let metrics = ReconcilerMetrics::register(&mut registry);
+        metrics.errors.inc();
+        metrics.lease_held(true);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for sample in [
+            "divert_webhook_reconcile_errors_total 1",
+            r#"divert_webhook_reconcile_writes_total{kind="VirtualService",patch="apply"} 0"#,
+            r#"divert_webhook_reconcile_writes_total{kind="Ingress",patch="json-patch"} 0"#,
+            "divert_webhook_lease_holder 1",
+            "divert_webhook_lease_transitions_total 1",
+        ] {
+            assert!(text.lines().any(|line| line == sample), "{sample} in\n{text}");
+        }
+        assert!(metrics.is_lease_holder());
+        metrics.lease_held(false);
+        assert_eq!((metrics.is_lease_holder(), metrics.lease_transitions()), (false, 2));
+    }
 }
