@@ -42,7 +42,7 @@ pub struct ReconcilerArgs {
     #[arg(long, env = "DIVERT_WEBHOOK_STALE_GRACE", default_value = "60s", value_parser = parse_duration)]
     pub stale_grace: Duration,
     /// How often the reconciler plans in full even without changes (deletions missed while a watch was down).
-    #[arg(long, env = "DIVERT_WEBHOOK_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "DIVERT_WEBHOOK_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_resync_interval)]
     pub resync_interval: Duration,
     /// Write no annotations: admission stays cluster-aware, the reconciler does not run.
     #[arg(long, env = "DIVERT_WEBHOOK_NO_RECONCILE")]
@@ -50,6 +50,14 @@ pub struct ReconcilerArgs {
     /// Reconcile without holding the Lease divert-webhook (only for a single replica).
     #[arg(long, env = "DIVERT_WEBHOOK_NO_LEADER_ELECTION")]
     pub no_leader_election: bool,
+}
+
+/// A duration above zero: a zero resync would plan in a busy loop.
+fn parse_resync_interval(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        interval if interval.is_zero() => Err("the resync interval must be above 0 (e.g. 5m)".to_string()),
+        interval => Ok(interval),
+    }
 }
 
 /// What [`run`] needs besides the client and the snapshots.
@@ -229,4 +237,37 @@ pub fn next_stale_deadline(snapshot: &ClusterSnapshot, grace: Duration, now: Ins
         .map(|since| *since + grace)
         .filter(|deadline| *deadline > now)
         .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn the_next_stale_deadline_is_the_first_grace_still_to_expire() {
+        let start = Instant::now();
+        let snapshot = ClusterSnapshot {
+            state: ClusterState::empty(),
+            gone_since: BTreeMap::from([
+                ("old".to_string(), start),
+                ("new".to_string(), start + Duration::from_secs(30)),
+            ]),
+            watching_since: start,
+        };
+        let grace = Duration::from_secs(60);
+        // Before any expires: the first to.
+        assert_eq!(next_stale_deadline(&snapshot, grace, start + Duration::from_secs(10)), Some(start + grace));
+        // Past `old` and the first list: `new`'s.
+        let later = start + Duration::from_secs(70);
+        assert_eq!(next_stale_deadline(&snapshot, grace, later), Some(start + Duration::from_secs(90)));
+        assert_eq!(next_stale_deadline(&snapshot, grace, start + Duration::from_secs(90)), None);
+    }
+
+    #[test]
+    fn a_zero_resync_interval_is_refused() {
+        assert_eq!(parse_resync_interval("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_resync_interval("0s").unwrap_err().contains("above 0"));
+    }
 }
