@@ -568,9 +568,9 @@ async fn a_stale_entry_goes_once_the_grace_has_passed_without_a_new_snapshot() {
     let settings = Arc::new(Settings::default());
     let fake = fake_with(&state);
     let writer = Writer::new(fake.client("a"), ReconcilerMetrics::default(), Leadership::always());
-    let gone = BTreeMap::from([("gone".to_string(), Instant::now())]);
-    let (_publish, snapshots) = watch::channel(Some(snapshot(state, gone, Duration::from_secs(600))));
     let started = Instant::now();
+    let gone = BTreeMap::from([("gone".to_string(), started)]);
+    let (_publish, snapshots) = watch::channel(Some(snapshot(state, gone, Duration::from_secs(600))));
     let reconciling =
         tokio::spawn(
             async move { reconciler::reconcile_while_held(&writer, snapshots, &settings, &config(None)).await },
