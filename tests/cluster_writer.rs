@@ -699,7 +699,12 @@ async fn a_holder_that_finds_someone_else_holding_the_lease_stops_at_once() {
     let fake = fake_with(&state);
     let (publish, snapshots) = watch::channel(None::<Arc<ClusterSnapshot>>);
     let metrics = ReconcilerMetrics::default();
-    let lease = LeaseConfig { renew_interval: Duration::from_millis(50), ..lease_config("a") };
+    // Long enough that the intruder, who does not renew, is not judged expired during the test.
+    let lease = LeaseConfig {
+        duration: Duration::from_secs(10),
+        renew_interval: Duration::from_millis(50),
+        ..lease_config("a")
+    };
     let reconciling = tokio::spawn(reconciler::run(
         fake.client("a"),
         snapshots,
