@@ -219,14 +219,7 @@ impl Writer {
 
     fn failed(&self, changes: &ObjectChanges, error: &kube::Error, attempts: usize) {
         self.metrics.errors.inc();
-        let fix = match status_code(error) {
-            Some(403) => format!(
-                "; fix: grant the webhook's ServiceAccount get and patch on {} (deploy/ has the ClusterRole)",
-                api_resource(changes).plural
-            ),
-            Some(409) => format!("; still conflicting after {attempts} attempts, retried at the next reconcile"),
-            _ => String::new(),
-        };
+        let fix = fix_hint(error, &api_resource(changes).plural, attempts);
         let annotations: Vec<&str> = changes.changes.iter().map(annotation_of).collect();
         tracing::warn!(
             object = %describe(changes),
@@ -235,6 +228,21 @@ impl Writer {
             "the reconciler cannot change {}: {error}{fix}",
             describe(changes),
         );
+    }
+}
+
+/// What to do about `error`, when the error does not say it itself. A 403 is RBAC only when the
+/// apiserver says which user is forbidden what: admission webhooks' denials (ours, §7, included)
+/// are 403s too, and their message already names the field and the fix.
+fn fix_hint(error: &kube::Error, plural: &str, attempts: usize) -> String {
+    match error {
+        kube::Error::Api(status) if status.code == 403 && status.message.contains(" is forbidden: User ") => {
+            format!("; fix: grant the webhook's ServiceAccount get and patch on {plural} (deploy/ has its ClusterRole)")
+        }
+        kube::Error::Api(status) if status.code == 409 => {
+            format!("; still conflicting after {attempts} attempts, tried again at the next snapshot or resync")
+        }
+        _ => String::new(),
     }
 }
 
@@ -270,6 +278,34 @@ fn api_of(client: &Client, changes: &ObjectChanges) -> Api<DynamicObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_rbac_refusal_gets_the_rbac_fix() {
+        let error = |code: u16, message: &str| {
+            kube::Error::Api(
+                kube::core::Status {
+                    code,
+                    message: message.to_string(),
+                    ..kube::core::Status::failure(message, "Forbidden")
+                }
+                .boxed(),
+            )
+        };
+        let rbac = error(
+            403,
+            r#"virtualservices.networking.istio.io "shop" is forbidden: User "system:serviceaccount:divert:divert-webhook" cannot patch resource "virtualservices""#,
+        );
+        assert!(
+            fix_hint(&rbac, "virtualservices", 1)
+                .contains("grant the webhook's ServiceAccount get and patch on virtualservices")
+        );
+        let denied = error(
+            403,
+            r#"admission webhook "validate.divert.okteto.com" denied the request: VirtualService staging/shop: ... ; remove ..."#,
+        );
+        assert_eq!(fix_hint(&denied, "virtualservices", 1), "");
+        assert!(fix_hint(&error(409, "conflict"), "virtualservices", 4).contains("after 4 attempts"));
+    }
 
     /// The names alerts are written on.
     #[test]
