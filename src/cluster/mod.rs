@@ -9,13 +9,20 @@
 //! - [`reconcile`]: the reconciler's decision (SPEC §10.2, §10.3, §10.5), a pure function from the
 //!   state to annotation changes.
 //!
-//! Everything here is pure data and pure functions: where the state comes from (a dump file
-//! read by the CLI) is the caller's business.
+//! Those are pure data and pure functions: where the state comes from (a dump file read by the
+//! CLI, the watch caches' [`ClusterSnapshot`]s) is the caller's business. What talks to the API:
+//!
+//! - [`writer`]: the only code that changes objects (server-side apply, JSON patch, §10.6);
+//! - [`lease`]: the Lease `divert-webhook` that decides which replica writes (§10.7);
+//! - [`reconciler`]: the loop that plans from each snapshot and hands the changes to the writer.
 
+pub mod lease;
 pub mod reconcile;
+pub mod reconciler;
 pub mod snapshot;
 pub mod state;
 pub mod view;
+pub mod writer;
 
 pub use snapshot::ClusterSnapshot;
 pub use view::ClusterView;

@@ -54,6 +54,8 @@ pub struct Metrics {
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
     tls_handshake_failures: Counter,
+    /// The reconciler's and the Lease's metrics (src/cluster/writer.rs): serve hands them to it.
+    pub reconciler: crate::cluster::writer::ReconcilerMetrics,
 }
 
 impl Default for Metrics {
@@ -105,6 +107,7 @@ impl Metrics {
             "Build information",
             Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
         );
+        let reconciler = crate::cluster::writer::ReconcilerMetrics::register(&mut registry);
         // Both results exist from the start, so a first failure reads as 0 -> 1.
         for result in ["success", "failure"] {
             let _ = certificate_reloads.get_or_create(&ResultLabels { result });
@@ -118,6 +121,7 @@ impl Metrics {
             certificate_reloads,
             certificate_expiry,
             tls_handshake_failures,
+            reconciler,
         }
     }
 

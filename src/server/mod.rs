@@ -83,6 +83,8 @@ pub struct ServeArgs {
     /// Log line format on stderr.
     #[arg(long, env = "DIVERT_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub reconciler: crate::cluster::reconciler::ReconcilerArgs,
 }
 
 /// A bound, ready-to-run server. Nothing is served until [`Server::run`].

@@ -1,0 +1,332 @@
+//! The reconciler's writer (SPEC §10.6): the only code that changes objects in the cluster.
+//! (The Lease it holds is written by [`super::lease`], next to it.)
+//!
+//! One [`ObjectChanges`] of the plan becomes at most two requests:
+//! - a **server-side apply** (field manager `divert-webhook`) whose configuration holds exactly
+//!   the annotations the webhook owns afterwards ([`reconcile::apply_configuration`]), nothing
+//!   else. It is sent **without `force`**: the plan never applies a field someone else owns with
+//!   another value (§10.3: an annotation someone else wrote is never changed), so a conflict means
+//!   someone took the field after the snapshot was taken. Forcing would take it back from them;
+//!   instead the object is read again, planned again, and the new plan written;
+//! - a **JSON patch** that `test`s each stale entry someone else wrote before removing it (§10.5,
+//!   [`reconcile::stale_patch`]). A failed test means the entry changed meanwhile: the object is
+//!   read again and planned again, which leaves a changed entry alone. It is no error.
+//!
+//! A conflict is retried [`MAX_ATTEMPTS`] times in all with fresh state. Any other failure (the
+//! admission webhook's own §7 denial, 403 from RBAC, the API unreachable) is logged naming the
+//! object and counted in `divert_webhook_reconcile_errors_total`; the caller goes on with the
+//! next object. Before every request the writer checks that this replica still holds the Lease
+//! (§10.7).
+
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+use super::lease::Leadership;
+use super::reconcile::{self, FIELD_MANAGER, ObjectChanges};
+
+/// Attempts per object when it conflicts (409 on the apply, a failed `test` on the JSON patch).
+pub const MAX_ATTEMPTS: usize = 4;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    kind: &'static str,
+    /// `apply` (server-side apply) or `json-patch` (stale entries of someone else).
+    patch: &'static str,
+}
+
+/// The reconciler's and the Lease's metrics (names fixed: alerts are written on them).
+#[derive(Clone, Debug, Default)]
+pub struct ReconcilerMetrics {
+    errors: Counter,
+    writes: Family<WriteLabels, Counter>,
+    lease_holder: Gauge,
+    lease_transitions: Counter,
+}
+
+impl ReconcilerMetrics {
+    /// The metrics, registered in `registry` (whose prefix is `divert_webhook`).
+    pub fn register(registry: &mut Registry) -> ReconcilerMetrics {
+        let metrics = ReconcilerMetrics::default();
+        registry.register(
+            "reconcile_errors",
+            "Objects the reconciler could not change (denied, forbidden, API unreachable, conflicts past the retries)",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "reconcile_writes",
+            "Successful writes of the reconciler, by object kind and patch (apply: server-side apply; json-patch: stale entries of someone else)",
+            metrics.writes.clone(),
+        );
+        registry.register(
+            "lease_holder",
+            "1 while this replica holds the Lease divert-webhook",
+            metrics.lease_holder.clone(),
+        );
+        registry.register(
+            "lease_transitions",
+            "Times this replica started or stopped holding the Lease divert-webhook",
+            metrics.lease_transitions.clone(),
+        );
+        // Every series exists from the start, so a first write reads as 0 -> 1.
+        for kind in ["VirtualService", "Ingress"] {
+            for patch in ["apply", "json-patch"] {
+                let _ = metrics.writes.get_or_create(&WriteLabels { kind, patch });
+            }
+        }
+        metrics
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.get()
+    }
+
+    /// Successful writes of objects of `kind`, both patch types.
+    pub fn writes(&self, kind: &'static str) -> u64 {
+        ["apply", "json-patch"]
+            .into_iter()
+            .map(|patch| self.writes.get_or_create(&WriteLabels { kind, patch }).get())
+            .sum()
+    }
+
+    pub fn lease_transitions(&self) -> u64 {
+        self.lease_transitions.get()
+    }
+
+    pub fn is_lease_holder(&self) -> bool {
+        self.lease_holder.get() == 1
+    }
+
+    /// This replica started (`true`) or stopped holding the Lease.
+    pub(crate) fn lease_held(&self, held: bool) {
+        self.lease_holder.set(i64::from(held));
+        self.lease_transitions.inc();
+    }
+}
+
+/// What became of one object's changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Written.
+    Written,
+    /// Read again after a conflict, nothing was left to change (someone changed it meanwhile, or
+    /// it is gone).
+    Unneeded,
+    /// Not written: logged and counted in `divert_webhook_reconcile_errors_total`.
+    Failed,
+    /// This replica does not hold the Lease (any more): nothing more was sent.
+    Stopped,
+}
+
+enum Failure {
+    /// Someone changed the object since the plan was made: read it again and plan again.
+    Conflict(kube::Error),
+    Other(kube::Error),
+    Stopped,
+}
+
+/// Writes the plan's changes through `client`, while `leadership` says this replica holds the Lease.
+#[derive(Clone)]
+pub struct Writer {
+    client: Client,
+    metrics: ReconcilerMetrics,
+    leadership: Leadership,
+}
+
+impl Writer {
+    pub fn new(client: Client, metrics: ReconcilerMetrics, leadership: Leadership) -> Writer {
+        Writer { client, metrics, leadership }
+    }
+
+    /// Writes `changes`. After a conflict the object is read again and `replan` says what it
+    /// needs now (`None`: nothing); the new changes are written instead.
+    pub async fn write(
+        &self,
+        changes: &ObjectChanges,
+        replan: &(dyn Fn(&Value) -> Option<ObjectChanges> + Sync),
+    ) -> WriteOutcome {
+        let api = api_of(&self.client, changes);
+        let mut current = changes.clone();
+        let mut attempt = 1;
+        loop {
+            let error = match self.write_once(&api, &current).await {
+                Ok(()) => return WriteOutcome::Written,
+                Err(Failure::Stopped) => return WriteOutcome::Stopped,
+                Err(Failure::Other(error)) => error,
+                Err(Failure::Conflict(error)) if attempt >= MAX_ATTEMPTS => error,
+                Err(Failure::Conflict(error)) => {
+                    tracing::debug!(object = %describe(changes), %error, attempt, "changed meanwhile: reading it again");
+                    attempt += 1;
+                    if !self.leadership.is_held() {
+                        return WriteOutcome::Stopped;
+                    }
+                    match api.get_opt(&changes.name).await {
+                        Ok(None) => return WriteOutcome::Unneeded,
+                        Ok(Some(fresh)) => {
+                            let fresh = serde_json::to_value(&fresh).unwrap_or_default();
+                            match replan(&fresh) {
+                                Some(next) => current = next,
+                                None => return WriteOutcome::Unneeded,
+                            }
+                            continue;
+                        }
+                        Err(error) => error,
+                    }
+                }
+            };
+            self.failed(changes, &error, attempt);
+            return WriteOutcome::Failed;
+        }
+    }
+
+    async fn write_once(&self, api: &Api<DynamicObject>, changes: &ObjectChanges) -> Result<(), Failure> {
+        if let Some(configuration) = reconcile::apply_configuration(changes) {
+            if !self.leadership.is_held() {
+                return Err(Failure::Stopped);
+            }
+            let params = PatchParams::apply(FIELD_MANAGER);
+            match api.patch(&changes.name, &params, &Patch::Apply(&configuration)).await {
+                Ok(_) => self.count(changes.kind, "apply"),
+                Err(error) if status_code(&error) == Some(409) => return Err(Failure::Conflict(error)),
+                Err(error) => return Err(Failure::Other(error)),
+            }
+        }
+        if let Some(patch) = reconcile::stale_patch(changes) {
+            if !self.leadership.is_held() {
+                return Err(Failure::Stopped);
+            }
+            let patch: json_patch::Patch =
+                serde_json::from_value(patch).expect("stale_patch builds a valid JSON patch");
+            match api.patch(&changes.name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+                Ok(_) => self.count(changes.kind, "json-patch"),
+                // The apiserver answers 422 when a `test` fails (the entry changed or went
+                // meanwhile); reading the object again tells that from a real refusal.
+                Err(error) if matches!(status_code(&error), Some(409 | 422)) => return Err(Failure::Conflict(error)),
+                Err(error) => return Err(Failure::Other(error)),
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, kind: &'static str, patch: &'static str) {
+        self.metrics.writes.get_or_create(&WriteLabels { kind, patch }).inc();
+    }
+
+    fn failed(&self, changes: &ObjectChanges, error: &kube::Error, attempts: usize) {
+        self.metrics.errors.inc();
+        let fix = fix_hint(error, &api_resource(changes).plural, attempts);
+        let annotations: Vec<&str> = changes.changes.iter().map(annotation_of).collect();
+        tracing::warn!(
+            object = %describe(changes),
+            annotations = ?annotations,
+            %error,
+            "the reconciler cannot change {}: {error}{fix}",
+            describe(changes),
+        );
+    }
+}
+
+/// What to do about `error`, when the error does not say it itself. A 403 is RBAC only when the
+/// apiserver says which user is forbidden what: admission webhooks' denials (ours, §7, included)
+/// are 403s too, and their message already names the field and the fix.
+fn fix_hint(error: &kube::Error, plural: &str, attempts: usize) -> String {
+    match error {
+        kube::Error::Api(status) if status.code == 403 && status.message.contains(" is forbidden: User ") => {
+            format!("; fix: grant the webhook's ServiceAccount get and patch on {plural} (deploy/ has its ClusterRole)")
+        }
+        kube::Error::Api(status) if status.code == 409 => {
+            format!("; still conflicting after {attempts} attempts, tried again at the next snapshot or resync")
+        }
+        _ => String::new(),
+    }
+}
+
+fn annotation_of(change: &reconcile::Change) -> &str {
+    match change {
+        reconcile::Change::Apply { annotation, .. }
+        | reconcile::Change::Release { annotation, .. }
+        | reconcile::Change::RemoveStale { annotation, .. } => annotation,
+    }
+}
+
+fn describe(changes: &ObjectChanges) -> String {
+    format!("{} {}/{}", changes.kind, changes.namespace, changes.name)
+}
+
+fn status_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// The API resource of the changed object, from its apiVersion and kind.
+fn api_resource(changes: &ObjectChanges) -> ApiResource {
+    let (group, version) = changes.api_version.rsplit_once('/').unwrap_or(("", &changes.api_version));
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, changes.kind))
+}
+
+fn api_of(client: &Client, changes: &ObjectChanges) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), &changes.namespace, &api_resource(changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_rbac_refusal_gets_the_rbac_fix() {
+        let error = |code: u16, message: &str| {
+            kube::Error::Api(
+                kube::core::Status {
+                    code,
+                    message: message.to_string(),
+                    ..kube::core::Status::failure(message, "Forbidden")
+                }
+                .boxed(),
+            )
+        };
+        let rbac = error(
+            403,
+            r#"virtualservices.networking.istio.io "shop" is forbidden: User "system:serviceaccount:divert:divert-webhook" cannot patch resource "virtualservices""#,
+        );
+        assert!(
+            fix_hint(&rbac, "virtualservices", 1)
+                .contains("grant the webhook's ServiceAccount get and patch on virtualservices")
+        );
+        let denied = error(
+            403,
+            r#"admission webhook "validate.divert.okteto.com" denied the request: VirtualService staging/shop: ... ; remove ..."#,
+        );
+        assert_eq!(fix_hint(&denied, "virtualservices", 1), "");
+        assert!(fix_hint(&error(409, "conflict"), "virtualservices", 4).contains("after 4 attempts"));
+    }
+
+    /// The names alerts are written on.
+    #[test]
+    fn the_metrics_have_their_fixed_names() {
+        let mut registry = Registry::with_prefix("divert_webhook");
+        let metrics = ReconcilerMetrics::register(&mut registry);
+        metrics.errors.inc();
+        metrics.lease_held(true);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for sample in [
+            "divert_webhook_reconcile_errors_total 1",
+            r#"divert_webhook_reconcile_writes_total{kind="VirtualService",patch="apply"} 0"#,
+            r#"divert_webhook_reconcile_writes_total{kind="Ingress",patch="json-patch"} 0"#,
+            "divert_webhook_lease_holder 1",
+            "divert_webhook_lease_transitions_total 1",
+        ] {
+            assert!(text.lines().any(|line| line == sample), "{sample} in\n{text}");
+        }
+        assert!(metrics.is_lease_holder());
+        metrics.lease_held(false);
+        assert_eq!((metrics.is_lease_holder(), metrics.lease_transitions()), (false, 2));
+    }
+}
