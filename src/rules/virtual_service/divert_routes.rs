@@ -1427,6 +1427,21 @@ mod tests {
     }
 
     #[test]
+    fn a_rewritten_destination_keeps_its_field_order_and_sums_that_overflow_are_not_merged() {
+        let settings = Settings::default();
+        let context = Context { namespace: "staging", settings: &settings, cluster: ClusterView::none() };
+        let destinations = [
+            json!({"weight": 9223372036854775807_i64, "destination": {"subset": "v1", "host": "r", "port": {"number": 80}}}),
+            json!({"weight": 1, "destination": {"subset": "v2", "host": "r", "port": {"number": 80}}}),
+        ];
+        let got = rewrite_destinations(&destinations, "cindy", &Services::Every, &context).unwrap();
+        assert_eq!(
+            serde_json::to_string(&got).unwrap(),
+            r#"[{"weight":9223372036854775807,"destination":{"host":"r.cindy.svc.cluster.local","port":{"number":80}}},{"weight":1,"destination":{"host":"r.cindy.svc.cluster.local","port":{"number":80}}}]"#
+        );
+    }
+
+    #[test]
     fn weights_that_are_not_integers_are_not_merged() {
         let settings = Settings::default();
         let context = Context { namespace: "staging", settings: &settings, cluster: ClusterView::none() };
