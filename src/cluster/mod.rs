@@ -9,9 +9,14 @@
 //! - [`reconcile`]: the reconciler's decision (SPEC §10.2, §10.3, §10.5), a pure function from the
 //!   state to annotation changes.
 //!
-//! Everything here is pure data and pure functions: where the state comes from (a dump file
-//! read by the CLI) is the caller's business.
+//! - [`access`] and [`caches`]: the edges, which talk to the cluster: whether `serve` has one
+//!   (in-cluster or kubeconfig), and the watch caches that publish [`ClusterSnapshot`]s.
+//!
+//! Everything else here is pure data and pure functions: where the state comes from (a dump file
+//! read by the CLI, the watch caches) is the caller's business.
 
+pub mod access;
+pub mod caches;
 pub mod reconcile;
 pub mod snapshot;
 pub mod state;

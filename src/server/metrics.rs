@@ -1,5 +1,6 @@
 //! Prometheus metrics (prometheus-client text format), all named `divert_webhook_*`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::cluster::caches::CacheMetrics;
 use crate::review::{Endpoint, Outcome, Summary};
 use crate::rules::Kind;
 
@@ -54,6 +56,9 @@ pub struct Metrics {
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
     tls_handshake_failures: Counter,
+    /// The watch caches' metrics, registered here so that they share the registry (no samples
+    /// without a cluster).
+    caches: Arc<CacheMetrics>,
 }
 
 impl Default for Metrics {
@@ -105,6 +110,7 @@ impl Metrics {
             "Build information",
             Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
         );
+        let caches = CacheMetrics::register(&mut registry);
         // Both results exist from the start, so a first failure reads as 0 -> 1.
         for result in ["success", "failure"] {
             let _ = certificate_reloads.get_or_create(&ResultLabels { result });
@@ -118,7 +124,12 @@ impl Metrics {
             certificate_reloads,
             certificate_expiry,
             tls_handshake_failures,
+            caches,
         }
+    }
+
+    pub fn caches(&self) -> Arc<CacheMetrics> {
+        self.caches.clone()
     }
 
     /// One answered review (including invalid ones: `summary` is None then).
