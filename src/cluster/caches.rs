@@ -230,6 +230,18 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(namespaces: Store<PartialObjectMeta<Namespace>>, services: Store<PartialObjectMeta<Service>>) -> Shared {
+        Shared {
+            changed: Notify::new(),
+            listed: Default::default(),
+            gone_since: Mutex::new(BTreeMap::new()),
+            watching_since: Mutex::new(None),
+            namespaces,
+            services,
+            objects: Default::default(),
+        }
+    }
+
     fn mark_listed(&self, cache: Cache) {
         if !self.listed[cache.index()].swap(true, Ordering::SeqCst) {
             tracing::info!(cache = cache.as_str(), "cache listed");
@@ -288,15 +300,7 @@ impl Drop for Caches {
 pub fn start(client: kube::Client, metrics: Arc<CacheMetrics>, options: CacheOptions) -> Caches {
     let namespaces_writer = Writer::<PartialObjectMeta<Namespace>>::default();
     let services_writer = Writer::<PartialObjectMeta<Service>>::default();
-    let shared = Arc::new(Shared {
-        changed: Notify::new(),
-        listed: Default::default(),
-        gone_since: Mutex::new(BTreeMap::new()),
-        watching_since: Mutex::new(None),
-        namespaces: namespaces_writer.as_reader(),
-        services: services_writer.as_reader(),
-        objects: Default::default(),
-    });
+    let shared = Arc::new(Shared::new(namespaces_writer.as_reader(), services_writer.as_reader()));
     for cache in Cache::ALL {
         metrics.started(cache);
     }
@@ -598,8 +602,12 @@ fn snapshot_of(shared: &Shared) -> ClusterSnapshot {
             state.terminating.insert(name.to_string());
         }
     }
+    // Services of a namespace the Namespace cache no longer has (deleted, its Services not yet)
+    // would make it exist again in the view: left out.
     for service in shared.services.state() {
-        if let (Some(namespace), Some(name)) = (&service.metadata.namespace, &service.metadata.name) {
+        if let (Some(namespace), Some(name)) = (&service.metadata.namespace, &service.metadata.name)
+            && state.view.namespace(namespace).is_some()
+        {
             state.view.add_service(namespace, name);
         }
     }
@@ -625,4 +633,129 @@ fn snapshot_of(shared: &Shared) -> ClusterSnapshot {
     let gone_since = shared.gone_since.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let watching_since = shared.watching_since.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(Instant::now);
     ClusterSnapshot { state, gone_since, watching_since }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+
+    fn meta<K>(name: &str, namespace: Option<&str>, labels: &[(&str, &str)]) -> PartialObjectMeta<K> {
+        PartialObjectMeta {
+            types: Some(TypeMeta { api_version: "meta.k8s.io/v1".into(), kind: "PartialObjectMetadata".into() }),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: namespace.map(str::to_string),
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                annotations: Some(BTreeMap::from([("big".to_string(), "x".repeat(100))])),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                resource_version: Some("7".into()),
+                uid: Some("u".into()),
+                ..ObjectMeta::default()
+            },
+            _phantom: std::marker::PhantomData,
+        }
+    }
+
+    /// Applies `events` (stripped, as the watch does) to `writer`, then `after`.
+    fn apply<K>(
+        writer: &mut Writer<K>,
+        strip: fn(&mut K),
+        events: Vec<Event<K>>,
+        mut after: impl FnMut(&Event<K>, &Store<K>),
+    ) where
+        K: Lookup + Clone + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        let store = writer.as_reader();
+        for event in events {
+            let event = event.modify(strip);
+            writer.apply_watcher_event(&event);
+            after(&event, &store);
+        }
+    }
+
+    #[test]
+    fn metadata_is_stripped_to_what_the_view_needs() {
+        let mut ns = meta::<Namespace>("cindy", None, &[("divert.okteto.com/from", "staging")]);
+        ns.metadata.deletion_timestamp = Some(Time(Default::default()));
+        strip_namespace(&mut ns);
+        assert_eq!(ns.types, None);
+        assert_eq!(ns.metadata.name.as_deref(), Some("cindy"));
+        assert_eq!(ns.metadata.labels.as_ref().unwrap()["divert.okteto.com/from"], "staging");
+        assert!(ns.metadata.deletion_timestamp.is_some());
+        assert!(ns.metadata.annotations.is_none() && ns.metadata.managed_fields.is_none() && ns.metadata.uid.is_none());
+        let mut service = meta::<Service>("api", Some("cindy"), &[("app", "api")]);
+        strip_service(&mut service);
+        assert_eq!(
+            service.metadata,
+            ObjectMeta { name: Some("api".into()), namespace: Some("cindy".into()), ..ObjectMeta::default() }
+        );
+    }
+
+    #[test]
+    fn snapshots_are_built_from_the_stores_and_relists_record_namespaces_gone() {
+        let mut namespaces = Writer::<PartialObjectMeta<Namespace>>::default();
+        let mut services = Writer::<PartialObjectMeta<Service>>::default();
+        let shared = Arc::new(Shared::new(namespaces.as_reader(), services.as_reader()));
+        let mut history = namespace_history(shared.clone());
+        let from = [("divert.okteto.com/from", "staging")];
+        let mut leaving = meta::<Namespace>("leaving", None, &from);
+        leaving.metadata.deletion_timestamp = Some(Time(Default::default()));
+        apply(
+            &mut namespaces,
+            strip_namespace,
+            vec![
+                Event::Init,
+                Event::InitApply(meta("staging", None, &[])),
+                Event::InitApply(meta("cindy", None, &from)),
+                Event::InitApply(meta("dave", None, &from)),
+                Event::InitApply(leaving),
+                Event::InitDone,
+            ],
+            &mut history,
+        );
+        apply(
+            &mut services,
+            strip_service,
+            vec![
+                Event::Init,
+                Event::InitApply(meta("api", Some("staging"), &[])),
+                Event::InitApply(meta("api", Some("cindy"), &[])),
+                Event::InitDone,
+                Event::Apply(meta("web", Some("cindy"), &[])),
+                Event::Delete(meta("api", Some("cindy"), &[])),
+            ],
+            |_, _| {},
+        );
+        let snapshot = snapshot_of(&shared);
+        let settings = crate::settings::Settings::default();
+        assert!(snapshot.state.view.is_known());
+        assert!(snapshot.state.view.runs("cindy", "web") && !snapshot.state.view.runs("cindy", "api"));
+        assert_eq!(snapshot.state.developer_of("cindy", &settings), Some("staging"));
+        assert_eq!(snapshot.state.developer_of("leaving", &settings), None, "being deleted");
+        assert_eq!(snapshot.state.terminating, BTreeSet::from(["leaving".to_string()]));
+        assert!(snapshot.gone_since.is_empty());
+
+        // dave deleted as it happens; cindy missing from a re-list (deleted during an outage).
+        apply(
+            &mut namespaces,
+            strip_namespace,
+            vec![
+                Event::Delete(meta("dave", None, &from)),
+                Event::Init,
+                Event::InitApply(meta("staging", None, &[])),
+                Event::InitApply(meta("leaving", None, &from)),
+                Event::InitDone,
+            ],
+            &mut history,
+        );
+        let snapshot = snapshot_of(&shared);
+        assert_eq!(snapshot.gone_since.keys().collect::<Vec<_>>(), ["cindy", "dave"]);
+        assert!(snapshot.state.view.namespace("cindy").is_none());
+        assert!(!snapshot.state.view.runs("cindy", "web"), "the Services of a namespace gone are left out");
+        // Back again: no longer gone.
+        apply(&mut namespaces, strip_namespace, vec![Event::Apply(meta("cindy", None, &[]))], &mut history);
+        assert_eq!(snapshot_of(&shared).gone_since.keys().collect::<Vec<_>>(), ["dave"]);
+    }
 }
