@@ -386,3 +386,69 @@ async fn the_binary_says_which_mode_it_is_in_and_why() {
     let requests = api.requests();
     assert!(requests.iter().any(|r| r.starts_with("GET /api/v1/namespaces?")), "{requests:?}");
 }
+
+/// SPEC §10.8: the real binary's caches filled with 5,000 namespaces and 50,000 Services (with
+/// the labels, annotations and managedFields real ones carry) stay under 200 MiB of RSS, peak
+/// included. Ignored (it takes a while in a debug build); the command and the figures are in
+/// BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn memory_of_5000_namespaces_and_50000_services() {
+    let api = FakeApi::start(all_resources()).await;
+    let managed = json!([{"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "v1",
+        "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:metadata": {"f:annotations": {".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}},
+                     "f:labels": {".": {}, "f:app": {}}}, "f:spec": {"f:ports": {}, "f:selector": {}}}}]);
+    for n in 0..5_000 {
+        let name = format!("team-{n:04}");
+        let mut labels = json!({"kubernetes.io/metadata.name": name, "dev.okteto.com/okteto-managed": "true"});
+        if n % 2 == 1 {
+            labels[FROM] = json!(format!("team-{:04}", n - 1));
+        }
+        let mut ns = namespace(&name, labels);
+        ns["metadata"]["managedFields"] = managed.clone();
+        api.put(ns);
+        for s in 0..10 {
+            let service_name = format!("service-{s}");
+            let mut svc = service(&name, &service_name);
+            svc["metadata"]["labels"] = json!({"app": service_name});
+            svc["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/last-applied-configuration":
+                format!("{{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{{\"name\":\"{service_name}\",\"namespace\":\"{name}\"}},\"spec\":{{\"ports\":[{{\"port\":80,\"targetPort\":8080}}],\"selector\":{{\"app\":\"{service_name}\"}}}}}}")});
+            svc["metadata"]["managedFields"] = managed.clone();
+            api.put(svc);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+        .args(["serve", "--self-signed", "--addr", "127.0.0.1:0", "--metrics-addr", &metrics.to_string()])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let ready = plain_client().get(format!("http://{metrics}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = started.elapsed();
+    // The first snapshot is built after the last list; let it settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = common::proc_status(child.id(), "VmRSS").unwrap();
+    let peak = common::proc_status(child.id(), "VmHWM").unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "5,000 namespaces, 50,000 Services: listed in {listed:?}; VmRSS {} MiB, VmHWM {} MiB",
+        rss / 1024,
+        peak / 1024
+    );
+    assert!(peak < 200 * 1024, "peak RSS {} MiB", peak / 1024);
+}

@@ -1,5 +1,5 @@
 //! A fake Kubernetes API server for tests: plain HTTP on 127.0.0.1, speaking the real JSON of
-//! list, watch (newline-delimited events: ADDED, MODIFIED, DELETED, BOOKMARK, ERROR with 410
+//! list (paged by `limit` and `continue`), watch (newline-delimited events: ADDED, MODIFIED, DELETED, BOOKMARK, ERROR with 410
 //! Gone when a resumed watch is too old), get, create, replace and patch (server-side apply of
 //! annotations by field manager, JSON patch with `test`, merge patch), and discovery of
 //! `/apis/GROUP/VERSION`. It holds an in-memory store that the test changes through
@@ -423,12 +423,26 @@ async fn handle(
         }
         (Method::GET, None) => {
             let prefix = format!("{}.{}", resource.plural, resource.api_version());
-            let items: Vec<Value> = state
+            // Pages as the apiserver gives them: `limit` items, then a `continue` token (here
+            // the offset of the next item).
+            let offset: usize = query_param(&uri, "continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+            let limit: usize =
+                query_param(&uri, "limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+            let mut matching = state
                 .objects
                 .iter()
                 .filter(|((kind, ns, _), _)| *kind == prefix && (namespace.is_none() || *ns == namespace_str))
+                .skip(offset);
+            let items: Vec<Value> = matching
+                .by_ref()
+                .take(limit)
                 .map(|(_, object)| if metadata_only { partial(object) } else { object.clone() })
                 .collect();
+            let more = matching.next().is_some();
+            let mut list_metadata = json!({"resourceVersion": state.resource_version.to_string()});
+            if more {
+                list_metadata["continue"] = json!((offset + items.len()).to_string());
+            }
             let (api_version, kind) = if metadata_only {
                 ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
             } else {
@@ -436,8 +450,7 @@ async fn handle(
             };
             json_response(
                 200,
-                &json!({"apiVersion": api_version, "kind": kind,
-                        "metadata": {"resourceVersion": state.resource_version.to_string()}, "items": items}),
+                &json!({"apiVersion": api_version, "kind": kind, "metadata": list_metadata, "items": items}),
             )
         }
         (Method::GET, Some(name)) => match state.objects.get(&key(&resource, &namespace_str, &name)) {
