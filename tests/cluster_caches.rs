@@ -452,3 +452,70 @@ async fn memory_of_5000_namespaces_and_50000_services() {
     );
     assert!(peak < 200 * 1024, "peak RSS {} MiB", peak / 1024);
 }
+
+/// The fake takes what a reconciler writes (for the reconciler's own tests): Lease get, create
+/// and replace (a stale resourceVersion conflicts), server-side apply of annotations by field
+/// manager (an annotation left out of the next apply goes, others' stay), and JSON patches
+/// whose `test` decides.
+#[tokio::test]
+async fn the_fake_api_takes_leases_applies_and_json_patches() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+    let api = FakeApi::start(all_resources()).await;
+    let client = api.client();
+    let is_status = |error: kube::Error, code: u16| matches!(error, kube::Error::Api(status) if status.code == code);
+
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), "divert-system");
+    let lease: Lease = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "divert-webhook", "namespace": "divert-system"},
+        "spec": {"holderIdentity": "replica-a", "leaseDurationSeconds": 15}
+    }))
+    .unwrap();
+    assert!(is_status(leases.get("divert-webhook").await.unwrap_err(), 404));
+    let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+    assert!(is_status(leases.create(&PostParams::default(), &lease).await.unwrap_err(), 409));
+    let mut taken = leases.get("divert-webhook").await.unwrap();
+    taken.spec.as_mut().unwrap().holder_identity = Some("replica-b".into());
+    let replaced = leases.replace("divert-webhook", &PostParams::default(), &taken).await.unwrap();
+    assert_eq!(replaced.spec.unwrap().holder_identity.as_deref(), Some("replica-b"));
+    assert!(is_status(leases.replace("divert-webhook", &PostParams::default(), &created).await.unwrap_err(), 409));
+
+    let mut shop = shop();
+    shop["metadata"]["annotations"]["owner"] = json!("someone");
+    api.put(shop);
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+        "virtualservices",
+    );
+    let vss: kube::Api<DynamicObject> = kube::Api::namespaced_with(client, "staging", &resource);
+    let apply = |annotations: Value| {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+               "metadata": {"name": "shop", "namespace": "staging", "annotations": annotations}})
+    };
+    let params = PatchParams::apply("divert-webhook");
+    vss.patch("shop", &params, &Patch::Apply(apply(json!({"a": "1", "b": "2"})))).await.unwrap();
+    let after = vss.patch("shop", &params, &Patch::Apply(apply(json!({"a": "1"})))).await.unwrap();
+    let annotations = after.metadata.annotations.unwrap();
+    assert_eq!(annotations.get("a").map(String::as_str), Some("1"));
+    assert!(!annotations.contains_key("b"), "released by leaving it out: {annotations:?}");
+    assert_eq!(annotations.get("owner").map(String::as_str), Some("someone"), "not the webhook's");
+    assert!(annotations.contains_key(ENTRY));
+    let managers: Vec<String> =
+        after.metadata.managed_fields.unwrap().into_iter().filter_map(|entry| entry.manager).collect();
+    assert_eq!(managers, ["divert-webhook"]);
+
+    let url = format!("{}/apis/networking.istio.io/v1/namespaces/staging/virtualservices/shop", api.url());
+    let json_patch = |value: &str| {
+        json!([{"op": "test", "path": "/metadata/annotations/owner", "value": value},
+               {"op": "remove", "path": "/metadata/annotations/owner"}])
+        .to_string()
+    };
+    let send = |body: String| {
+        plain_client().patch(&url).header("content-type", "application/json-patch+json").body(body).send()
+    };
+    assert_eq!(send(json_patch("someone else")).await.unwrap().status(), 422, "the test failed: nothing changed");
+    assert!(api.get(&VIRTUAL_SERVICES, "staging", "shop").unwrap()["metadata"]["annotations"].get("owner").is_some());
+    assert_eq!(send(json_patch("someone")).await.unwrap().status(), 200);
+    assert!(api.get(&VIRTUAL_SERVICES, "staging", "shop").unwrap()["metadata"]["annotations"].get("owner").is_none());
+}
