@@ -203,6 +203,16 @@ async fn the_caches_list_then_readyz_passes_and_the_cluster_changes_what_mutate_
         running.mutate(&shop()).await;
     }
     assert_eq!(api.requests().len(), requests, "{:?}", &api.requests()[requests..]);
+
+    // The API fails: the watches break and retry, and the webhook answers from what it knew.
+    let errors = metric(&running.server.metrics_text().await, &sample("cache_watch_errors_total", "services"));
+    api.set_unavailable(true);
+    eventually("the broken watches are counted", || async {
+        metric(&running.server.metrics_text().await, &sample("cache_watch_errors_total", "services")) > errors
+    })
+    .await;
+    assert_eq!(running.readyz().await.0, 200, "still ready");
+    assert!(route_names(&running.mutate(&shop()).await).contains(&"okteto-divert-cindy-api".to_string()));
     running.server.stop().await;
 }
 
@@ -373,6 +383,13 @@ async fn the_binary_says_which_mode_it_is_in_and_why() {
         let line = mode_line(&log).expect("the mode is logged");
         let parsed: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["fields"]["mode"], mode, "{line}");
+        let metrics_text =
+            plain_client().get(format!("http://{metrics}/metrics")).send().await.unwrap().text().await.unwrap();
+        assert_eq!(
+            metrics_text.contains("divert_webhook_cache_synced{"),
+            mode == "cluster",
+            "cache samples only in cluster mode: {metrics_text}"
+        );
         let said = format!(
             "{}{}",
             parsed["fields"]["source"].as_str().unwrap_or(""),
