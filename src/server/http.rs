@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
