@@ -438,8 +438,11 @@ async fn memory_of_5000_namespaces_and_50000_services() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.kubeconfig(dir.path());
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let ca_path = dir.path().join("ca.pem");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
-        .args(["serve", "--self-signed", "--addr", "127.0.0.1:0", "--metrics-addr", &metrics.to_string()])
+        .args(["serve", "--self-signed", "--write-ca", ca_path.to_str().unwrap()])
+        .args(["--addr", &https.to_string(), "--metrics-addr", &metrics.to_string()])
         .env("KUBECONFIG", &kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdin(std::process::Stdio::null())
@@ -456,8 +459,16 @@ async fn memory_of_5000_namespaces_and_50000_services() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let listed = started.elapsed();
-    // The first snapshot is built after the last list; let it settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The first snapshot is built after the last list: once /mutate gives team-4999 (a developer
+    // namespace) the header opt-in, the view is the whole cluster's.
+    let client = http1_client(&std::fs::read_to_string(&ca_path).unwrap());
+    let review = review_of("memory", VIRTUAL_SERVICE, "virtualservices", "CREATE", developer_vs("team-4999"));
+    eventually("the snapshot is published", || async {
+        let answer = post_review(&client, &format!("https://{https}/mutate"), &review).await;
+        response_patch(&answer).is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = common::proc_status(child.id(), "VmRSS").unwrap();
     let peak = common::proc_status(child.id(), "VmHWM").unwrap();
     let _ = child.kill();
