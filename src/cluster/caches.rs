@@ -413,6 +413,7 @@ fn namespace_history(
                 }
             }
             Event::Delete(ns) => {
+                gone.retain(|_, since| now.duration_since(*since) < GONE_MEMORY);
                 if let Some(name) = &ns.metadata.name {
                     gone.insert(name.clone(), now);
                 }
