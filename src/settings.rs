@@ -85,6 +85,8 @@ pub struct Settings {
     pub managed_selector: Selector,
     /// Built-in list + the webhook's own namespace + `--protected-namespaces`.
     pub protected_namespaces: BTreeSet<String>,
+    /// The webhook's own namespace, when known (`--namespace`, `$POD_NAMESPACE`): where its Lease lives.
+    pub own_namespace: Option<String>,
     /// Accept the deprecated `baggage.okteto-divert` header (SPEC §2).
     pub legacy_header: bool,
     pub cluster_domain: String,
@@ -122,6 +124,7 @@ impl Settings {
             driver,
             managed_selector,
             protected_namespaces: protected,
+            own_namespace: own_namespace.filter(|s| !s.is_empty()).map(str::to_string),
             legacy_header: false,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
             max_generated_routes: DEFAULT_MAX_GENERATED_ROUTES,

@@ -9,13 +9,17 @@
 //! - [`reconcile`]: the reconciler's decision (SPEC §10.2, §10.3, §10.5), a pure function from the
 //!   state to annotation changes.
 //!
-//! Those are pure data and pure functions: where the state comes from (a dump file read by the
-//! CLI, the watch caches' [`ClusterSnapshot`]s) is the caller's business. What talks to the API:
-//!
+//! - [`access`] and [`caches`]: the edges that read the cluster: whether `serve` has one
+//!   (in-cluster or kubeconfig), and the watch caches that publish [`ClusterSnapshot`]s.
 //! - [`writer`]: the only code that changes objects (server-side apply, JSON patch, §10.6);
 //! - [`lease`]: the Lease `divert-webhook` that decides which replica writes (§10.7);
 //! - [`reconciler`]: the loop that plans from each snapshot and hands the changes to the writer.
+//!
+//! Everything else here is pure data and pure functions: where the state comes from (a dump file
+//! read by the CLI, the watch caches) is the caller's business.
 
+pub mod access;
+pub mod caches;
 pub mod lease;
 pub mod reconcile;
 pub mod reconciler;

@@ -11,7 +11,7 @@ use super::ClusterView;
 
 /// Everything the reconciler decides from. Objects are kept as read (raw JSON), like admitted
 /// objects.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterState {
     pub view: ClusterView,
     /// Namespaces with a `deletionTimestamp`: they still exist, but stop being developer

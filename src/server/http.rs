@@ -2,9 +2,9 @@
 //! /readyz on the plain-HTTP port.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -16,13 +16,16 @@ use http_body_util::BodyExt as _;
 use tokio::sync::Semaphore;
 
 use super::metrics::Metrics;
-use super::{MAX_BODY_BYTES, parse_duration};
+use super::{MAX_BODY_BYTES, Readiness, parse_duration};
+use crate::cluster::{ClusterSnapshot, ClusterView};
 use crate::deadline::Deadline;
 use crate::review::{self, Endpoint, Summary, Unanswered};
 use crate::settings::Settings;
 
 struct Admission {
     settings: Arc<Settings>,
+    /// The watch caches' last snapshot (SPEC §10); None without a cluster or before they listed.
+    cluster: Arc<ArcSwapOption<ClusterSnapshot>>,
     metrics: Arc<Metrics>,
     /// Deadline when the request has no ?timeout=, and the cap on one that has.
     request_timeout: Duration,
@@ -55,10 +58,15 @@ fn body_memory(bytes: Option<u64>) -> usize {
 /// pool, so that they cannot hold up other connections.
 const INLINE_REVIEW_BYTES: usize = 256 * 1024;
 
-pub fn admission_router(settings: Arc<Settings>, metrics: Arc<Metrics>, request_timeout: Duration) -> Router {
+pub fn admission_router(
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    cluster: Arc<ArcSwapOption<ClusterSnapshot>>,
+    request_timeout: Duration,
+) -> Router {
     let bodies = Arc::new(Semaphore::new(BODY_MEMORY_BUDGET / 1024));
     let trees = Arc::new(Semaphore::new(TREE_MEMORY_BUDGET / 1024));
-    let state = Arc::new(Admission { settings, metrics, request_timeout, bodies, trees });
+    let state = Arc::new(Admission { settings, cluster, metrics, request_timeout, bodies, trees });
     Router::new()
         .route(
             "/mutate",
@@ -74,7 +82,7 @@ pub fn admission_router(settings: Arc<Settings>, metrics: Arc<Metrics>, request_
         .with_state(state)
 }
 
-pub fn metrics_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+pub fn metrics_router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -89,10 +97,9 @@ pub fn metrics_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
         .route(
             "/readyz",
             get(move || async move {
-                if ready.load(Ordering::SeqCst) {
-                    text(StatusCode::OK, "ready")
-                } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+                match readiness.not_ready() {
+                    None => text(StatusCode::OK, "ready"),
+                    Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
                 }
             }),
         )
@@ -245,19 +252,23 @@ async fn read_and_review(
     };
     let kib = (tree.min(TREE_MEMORY_BUDGET).div_ceil(1024) as u32).max(1);
     let _tree = state.trees.acquire_many(kib).await.expect("the semaphore is never closed");
+    // One snapshot for the whole review, taken without a lock.
+    let cluster = state.cluster.load_full();
     let reviewed = if body.len() <= INLINE_REVIEW_BYTES && !may_compile_regexes(endpoint, &body) {
         // A panic (a bug in a rule) is caught here as the blocking pool would catch it.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            review::review_until(endpoint, &body, &state.settings, deadline)
+            review::review_in(endpoint, &body, &state.settings, view_of(cluster.as_deref()), deadline)
         }))
         .map_err(|panic| panic_message(panic.as_ref()))
     } else {
         // It stops at the deadline by itself (cooperative checks), so nothing runs on after
         // the answer.
         let settings = state.settings.clone();
-        tokio::task::spawn_blocking(move || review::review_until(endpoint, &body, &settings, deadline))
-            .await
-            .map_err(|error| error.to_string())
+        tokio::task::spawn_blocking(move || {
+            review::review_in(endpoint, &body, &settings, view_of(cluster.as_deref()), deadline)
+        })
+        .await
+        .map_err(|error| error.to_string())
     };
     let elapsed = started.elapsed();
     Reviewed::Answered(match reviewed {
@@ -284,6 +295,11 @@ async fn read_and_review(
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal error while reviewing; see the webhook's log")
         }
     })
+}
+
+/// The view the rules read: the snapshot's, or none (no cluster, or the caches have not listed).
+fn view_of(snapshot: Option<&ClusterSnapshot>) -> &ClusterView {
+    snapshot.map_or(ClusterView::none(), |snapshot| &snapshot.state.view)
 }
 
 /// Could this review compile regexes? Validating a VirtualService compiles each of its regexes

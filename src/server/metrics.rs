@@ -1,5 +1,6 @@
 //! Prometheus metrics (prometheus-client text format), all named `divert_webhook_*`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::cluster::caches::CacheMetrics;
 use crate::review::{Endpoint, Outcome, Summary};
 use crate::rules::Kind;
 
@@ -56,6 +58,9 @@ pub struct Metrics {
     tls_handshake_failures: Counter,
     /// The reconciler's and the Lease's metrics (src/cluster/writer.rs): serve hands them to it.
     pub reconciler: crate::cluster::writer::ReconcilerMetrics,
+    /// The watch caches' metrics, registered here so that they share the registry (no samples
+    /// without a cluster).
+    caches: Arc<CacheMetrics>,
 }
 
 impl Default for Metrics {
@@ -108,6 +113,7 @@ impl Metrics {
             Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
         );
         let reconciler = crate::cluster::writer::ReconcilerMetrics::register(&mut registry);
+        let caches = CacheMetrics::register(&mut registry);
         // Both results exist from the start, so a first failure reads as 0 -> 1.
         for result in ["success", "failure"] {
             let _ = certificate_reloads.get_or_create(&ResultLabels { result });
@@ -122,7 +128,12 @@ impl Metrics {
             certificate_expiry,
             tls_handshake_failures,
             reconciler,
+            caches,
         }
+    }
+
+    pub fn caches(&self) -> Arc<CacheMetrics> {
+        self.caches.clone()
     }
 
     /// One answered review (including invalid ones: `summary` is None then).

@@ -18,12 +18,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use duration::parse_duration;
 pub use metrics::Metrics;
 
+use crate::cluster::ClusterSnapshot;
+use crate::cluster::access::{self, Access};
+use crate::cluster::caches::{self, CacheOptions, CacheStatus, Caches};
+use crate::cluster::reconciler::ReconcilerConfig;
 use crate::settings::Settings;
 use connection::ConnectionLimits;
 
@@ -85,6 +90,9 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub reconciler: crate::cluster::reconciler::ReconcilerArgs,
+    /// Do not use the Kubernetes API (no watch caches): answer from the admitted object alone, as SPEC §1–§9.
+    #[arg(long, env = "DIVERT_WEBHOOK_NO_CLUSTER")]
+    pub no_cluster: bool,
 }
 
 /// A bound, ready-to-run server. Nothing is served until [`Server::run`].
@@ -97,6 +105,11 @@ pub struct Server {
     tls: tls::Tls,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
+    /// Cluster mode: the client the watch caches use. None: no cluster, every answer as SPEC §1–§9.
+    cluster: Option<kube::Client>,
+    cache_options: CacheOptions,
+    /// Cluster mode: how the reconciler runs; None with `--no-reconcile` (or no cluster).
+    reconciler: Option<ReconcilerConfig>,
 }
 
 impl Server {
@@ -117,7 +130,25 @@ impl Server {
             settings: Arc::new(settings),
             metrics,
             args,
+            cluster: None,
+            cache_options: CacheOptions::default(),
+            reconciler: None,
         })
+    }
+
+    /// Runs in cluster mode with `client`: the watch caches start with [`Server::run`], `/readyz`
+    /// waits for them, and the reviews read the cluster view they publish (SPEC §10).
+    pub fn with_cluster(mut self, client: kube::Client, cache_options: CacheOptions) -> Server {
+        self.cluster = Some(client);
+        self.cache_options = cache_options;
+        self
+    }
+
+    /// With a cluster: also reconcile (SPEC §10.2-§10.7) as `config` says, from the caches'
+    /// snapshots, while this replica holds the Lease (or always, without leader election).
+    pub fn with_reconciler(mut self, config: ReconcilerConfig) -> Server {
+        self.reconciler = Some(config);
+        self
     }
 
     /// The bound HTTPS address (the real port when --addr asked for port 0).
@@ -133,8 +164,51 @@ impl Server {
     /// delay, the listener closes, in-flight requests finish and idle connections close (bounded
     /// by the drain timeout). Returns once everything is closed.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let Server { args, https, metrics_listener, https_addr, metrics_addr, tls, settings, metrics } = self;
+        let Server {
+            args,
+            https,
+            metrics_listener,
+            https_addr,
+            metrics_addr,
+            tls,
+            settings,
+            metrics,
+            cluster,
+            cache_options,
+            reconciler,
+        } = self;
         let ready = Arc::new(AtomicBool::new(true));
+        // What the reviews read of the cluster: swapped whole when the caches publish, read
+        // once per review without a lock. Empty (no cluster view) until then.
+        let view = Arc::new(ArcSwapOption::<ClusterSnapshot>::empty());
+        let cluster_client = cluster.clone();
+        let caches = cluster.map(|client| caches::start(client, metrics.caches(), cache_options));
+        let view_feed = caches.as_ref().map(|caches| {
+            let mut snapshots = caches.snapshots();
+            let view = view.clone();
+            tokio::spawn(async move {
+                while snapshots.changed().await.is_ok() {
+                    view.store(snapshots.borrow_and_update().clone());
+                }
+            })
+        });
+        // The reconciler: plans from the same snapshots, writes while holding the Lease, and
+        // stops writing (and frees the Lease) as soon as shutdown begins.
+        let (reconciler_stop, reconciler_stopped) = tokio::sync::oneshot::channel::<()>();
+        let reconciler_task = match (&caches, &cluster_client, reconciler) {
+            (Some(caches), Some(client), Some(config)) => Some(tokio::spawn(crate::cluster::reconciler::run(
+                client.clone(),
+                caches.snapshots(),
+                settings.clone(),
+                config,
+                metrics.reconciler.clone(),
+                async move {
+                    let _ = reconciler_stopped.await;
+                },
+            ))),
+            _ => None,
+        };
+        let readiness = Readiness { serving: ready.clone(), caches: caches.as_ref().map(Caches::status) };
         let limits = ConnectionLimits {
             header_read_timeout: args.header_read_timeout,
             idle_timeout: args.idle_timeout,
@@ -142,7 +216,7 @@ impl Server {
         };
 
         let reloader = tls.watch_files(args.cert_reload_interval, metrics.clone());
-        let admission = http::admission_router(settings, metrics.clone(), args.request_timeout);
+        let admission = http::admission_router(settings, metrics.clone(), view, args.request_timeout);
         let (https_drain, https_draining) = watch::channel(false);
         let https_task = tokio::spawn(connection::accept_loop(
             https,
@@ -155,7 +229,7 @@ impl Server {
         let metrics_task = tokio::spawn(connection::accept_loop(
             metrics_listener,
             None,
-            http::metrics_router(metrics.clone(), ready.clone()),
+            http::metrics_router(metrics.clone(), readiness),
             limits,
             metrics_draining,
         ));
@@ -163,6 +237,13 @@ impl Server {
 
         shutdown.await;
         ready.store(false, Ordering::SeqCst);
+        let _ = reconciler_stop.send(());
+        if let Some(task) = reconciler_task {
+            // Bounded: it frees the Lease with one request, which the client times out.
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                tracing::warn!("the reconciler did not stop within 5s; going on with the shutdown");
+            }
+        }
         tracing::info!(delay = ?args.shutdown_delay, "shutdown began: /readyz fails, still serving for the shutdown delay");
         tokio::time::sleep(args.shutdown_delay).await;
         tracing::info!(drain_timeout = ?args.drain_timeout, "closing the listener, finishing in-flight requests");
@@ -173,6 +254,10 @@ impl Server {
         if let Some(reloader) = reloader {
             reloader.abort();
         }
+        if let Some(view_feed) = view_feed {
+            view_feed.abort();
+        }
+        drop(caches);
         https_result?;
         metrics_result?;
         tracing::info!("shutdown complete");
@@ -203,11 +288,50 @@ pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::Worker
     guard
 }
 
-/// `divert-webhook serve`: bind, then run until SIGTERM or SIGINT.
+/// `divert-webhook serve`: decide the mode (cluster or not, logged with why), bind, then run
+/// until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs, settings: Settings) -> Result<(), Error> {
     let _log_writer = init_logging(args.log_format);
+    let access = access::connect(args.no_cluster).await?;
+    let reconciler = args.reconciler.clone();
+    let settings_namespace = settings.own_namespace.clone();
     let server = Server::bind(args, settings).await?;
+    let server = match access {
+        Access::Cluster { client, source, api } => {
+            tracing::info!(mode = "cluster", %source, %api, "cluster mode: watching the cluster (SPEC §10)");
+            match reconciler.config(settings_namespace.as_deref())? {
+                Some(config) => server.with_cluster(client, CacheOptions::default()).with_reconciler(config),
+                None => {
+                    tracing::info!("--no-reconcile: admission reads the cluster, nothing is written to it");
+                    server.with_cluster(client, CacheOptions::default())
+                }
+            }
+        }
+        Access::NoCluster { reason } => {
+            tracing::info!(mode = "no-cluster", %reason, "no-cluster mode: answers from the admitted object alone");
+            server
+        }
+    };
     server.run(shutdown_signal()).await
+}
+
+/// What `/readyz` answers from: not while shutting down, and in cluster mode not before every
+/// watch cache has listed once.
+#[derive(Clone)]
+pub(crate) struct Readiness {
+    serving: Arc<AtomicBool>,
+    caches: Option<CacheStatus>,
+}
+
+impl Readiness {
+    /// None when ready; else why not.
+    pub(crate) fn not_ready(&self) -> Option<String> {
+        if !self.serving.load(Ordering::SeqCst) {
+            return Some("shutting down".into());
+        }
+        let waiting = self.caches.as_ref()?.waiting_for()?;
+        Some(format!("waiting for the cluster caches to list: {waiting}"))
+    }
 }
 
 /// Completes on SIGTERM (the kubelet stopping the pod) or SIGINT (Ctrl-C).

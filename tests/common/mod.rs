@@ -105,7 +105,11 @@ impl TestServer {
     }
 
     pub async fn start_with(args: ServeArgs, settings: Settings) -> TestServer {
-        let server = Server::bind(args, settings).await.expect("server binds");
+        TestServer::run(Server::bind(args, settings).await.expect("server binds"))
+    }
+
+    /// Runs a server bound (and set up) by the test.
+    pub fn run(server: Server) -> TestServer {
         let (https, metrics) = (server.https_addr(), server.metrics_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
