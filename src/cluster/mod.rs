@@ -6,12 +6,15 @@
 //!   in SPEC §1–§9.
 //! - [`state`]: the cluster's state the reconciler decides from, read from a `kubectl get -o yaml`
 //!   dump (SPEC §10.9).
+//! - [`http_routes`]: the reconciler's decision for HTTPRoutes (SPEC §11): the developer routes
+//!   and ReferenceGrants it owns, and the writes that keep them.
 //! - [`reconcile`]: the reconciler's decision (SPEC §10.2, §10.3, §10.5), a pure function from the
 //!   state to annotation changes.
 //!
 //! Everything here is pure data and pure functions: where the state comes from (a dump file
 //! read by the CLI) is the caller's business.
 
+pub mod http_routes;
 pub mod reconcile;
 pub mod snapshot;
 pub mod state;

@@ -1,0 +1,597 @@
+//! The reconciler's decision for Gateway API HTTPRoutes (SPEC §11.1, §11.3), as pure functions:
+//! from the cluster's state to the objects the reconciler owns (developer routes beside the
+//! shared ones, ReferenceGrants in developer namespaces) and the writes that make the cluster
+//! hold exactly those ([`plan`]). Who writes them is not decided here.
+//!
+//! A developer route `<R>-divert-<D>` mirrors EVERY rule of the shared route R, in order, each
+//! match with one header condition more (the anchored baggage match of D), so D's requests meet
+//! R's rules in the same precedence as everyone's; only the backendRefs to Services of R's
+//! namespace that D runs move to namespace D. Where a mirrored match ties with a rule of another
+//! route, the older route wins (Gateway API precedence), and the shared routes are older than the
+//! routes made from them.
+//!
+//! Ownership is read from the objects: what carries the label
+//! `app.kubernetes.io/managed-by: divert-webhook` is the reconciler's, and nothing else is ever
+//! changed or deleted.
+//!
+//! Not here yet: §11.2 (a route for a Service no HTTPRoute is attached to) needs the Service's
+//! ports for its backendRefs (the Gateway API requires `port` on a Service backendRef), which the
+//! cluster view does not hold.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value, json};
+
+use super::reconcile::FIELD_MANAGER;
+use super::state::ClusterState;
+use crate::rules::baggage::divert_pattern;
+use crate::rules::divert::BAGGAGE_HEADER;
+use crate::rules::http_route::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, is_reconciler_owned};
+use crate::rules::virtual_service::annotations;
+use crate::settings::Settings;
+
+/// The Gateway API's limits on one HTTPRoute (its CRD's `maxItems` and CEL rules).
+pub const MAX_RULES: usize = 16;
+pub const MAX_MATCHES: usize = 128;
+pub const MAX_HEADERS_PER_MATCH: usize = 16;
+
+/// Kubernetes object names the reconciler makes are kept to a DNS label's length.
+pub const MAX_NAME: usize = 63;
+
+/// The name of every ReferenceGrant the reconciler makes (SPEC §11.3).
+pub const REFERENCE_GRANT_NAME: &str = "divert-webhook";
+/// ReferenceGrant is served as v1beta1 by every Gateway API release that has it (v1 only since 1.5).
+pub const REFERENCE_GRANT_API_VERSION: &str = "gateway.networking.k8s.io/v1beta1";
+
+/// `<R>-divert-<D>`, cut to [`MAX_NAME`] characters with a hash suffix when longer: the first
+/// 54 characters (trailing `-` and `.` dropped), `-`, and 8 hex digits of the SHA-256 of the
+/// whole name, so two long names that share a beginning stay apart.
+pub fn developer_route_name(route: &str, developer: &str) -> String {
+    let full = format!("{route}-divert-{developer}");
+    if full.len() <= MAX_NAME {
+        return full;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, full.as_bytes());
+    let mut suffix = String::new();
+    for byte in &digest.as_ref()[..4] {
+        let _ = write!(suffix, "{byte:02x}");
+    }
+    // Names are ASCII (DNS subdomains), so byte positions are character positions.
+    let prefix = full[..MAX_NAME - 9].trim_end_matches(['-', '.']);
+    format!("{prefix}-{suffix}")
+}
+
+/// The header match that recognises D's requests: `^(?:P(D))$` (SPEC §11.1; anchored, since
+/// Linkerd does not match the whole value by itself).
+pub fn baggage_match(developer: &str) -> Value {
+    json!({"type": "RegularExpression", "name": BAGGAGE_HEADER, "value": format!("^(?:{})$", divert_pattern(developer))})
+}
+
+/// Which rules of a shared route a developer diverts, and through which Services.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Rule names; `None`: every rule.
+    pub rules: Option<BTreeSet<String>>,
+    /// Service names; `None`: every Service the developer runs.
+    pub services: Option<BTreeSet<String>>,
+}
+
+impl Selection {
+    fn everything() -> Selection {
+        Selection::default()
+    }
+
+    /// What both select (a developer named twice diverts what either names).
+    fn union(self, other: Selection) -> Selection {
+        let union = |a: Option<BTreeSet<String>>, b: Option<BTreeSet<String>>| match (a, b) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        Selection { rules: union(self.rules, other.rules), services: union(self.services, other.services) }
+    }
+}
+
+fn field<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The Service of namespace `namespace` a backendRef (or parentRef) names, if it names one
+/// there: group `""` (or Linkerd's `core`), kind `Service` (both the defaults), and no other
+/// namespace.
+pub fn service_of<'a>(reference: &'a Value, namespace: &str) -> Option<&'a str> {
+    let group = reference.get("group").and_then(Value::as_str).unwrap_or("");
+    let kind = reference.get("kind").and_then(Value::as_str).unwrap_or("Service");
+    let ref_namespace = reference.get("namespace").and_then(Value::as_str).unwrap_or(namespace);
+    let name = reference.get("name").and_then(Value::as_str)?;
+    (matches!(group, "" | "core") && kind == "Service" && ref_namespace == namespace).then_some(name)
+}
+
+/// The developer route of shared route `shared` (namespace `namespace`) for `developer`, or
+/// `None` when no selected rule sends to a Service `runs` says the developer runs. `Err` says
+/// why a route that is needed cannot be made.
+pub fn developer_route(
+    shared: &Value,
+    developer: &str,
+    selection: &Selection,
+    runs: &dyn Fn(&str) -> bool,
+) -> Result<Option<Value>, String> {
+    let namespace = field(shared, "/metadata/namespace");
+    let name = field(shared, "/metadata/name");
+    let rules = shared.pointer("/spec/rules").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let moves =
+        |service: &str| runs(service) && selection.services.as_ref().is_none_or(|services| services.contains(service));
+    let mut moved_any = false;
+    let mut mirrored = Vec::with_capacity(rules.len());
+    let mut rule_names = BTreeSet::new();
+    for rule in rules {
+        let Some(rule) = rule.as_object() else { continue };
+        let selected = selection
+            .rules
+            .as_ref()
+            .is_none_or(|names| rule.get("name").and_then(Value::as_str).is_some_and(|n| names.contains(n)));
+        let Some(mut mirror) = mirror_rule(rule, developer) else { continue };
+        if selected && let Some(refs) = mirror.get_mut("backendRefs").and_then(Value::as_array_mut) {
+            moved_any |= move_backends(refs, namespace, developer, &moves);
+        }
+        if let Some(Value::String(rule_name)) = mirror.get_mut("name") {
+            *rule_name = unique_name(rule_name, &mut rule_names);
+        }
+        mirrored.push(Value::Object(mirror));
+    }
+    if !moved_any {
+        return Ok(None);
+    }
+    let matches: usize = mirrored.iter().map(|r| r["matches"].as_array().map_or(0, Vec::len)).sum();
+    if matches > MAX_MATCHES || mirrored.len() > MAX_RULES {
+        return Err(format!(
+            "HTTPRoute {namespace}/{name}: its developer route for {developer} would hold {} rules and {matches} matches, \
+             over the Gateway API's {MAX_RULES} and {MAX_MATCHES}; split the route",
+            mirrored.len()
+        ));
+    }
+    let uid = field(shared, "/metadata/uid");
+    if uid.is_empty() {
+        return Err(format!(
+            "HTTPRoute {namespace}/{name} has no metadata.uid, needed for the ownerReference of its developer route"
+        ));
+    }
+    let api_version = field(shared, "/apiVersion");
+    let mut spec = Map::new();
+    for copied in ["parentRefs", "hostnames"] {
+        if let Some(value) = shared.pointer(&format!("/spec/{copied}")) {
+            spec.insert(copied.to_string(), value.clone());
+        }
+    }
+    spec.insert("rules".to_string(), Value::Array(mirrored));
+    Ok(Some(json!({
+        "apiVersion": api_version,
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": developer_route_name(name, developer),
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+            "ownerReferences": [{"apiVersion": api_version, "kind": "HTTPRoute", "name": name, "uid": uid, "controller": true}],
+        },
+        "spec": spec,
+    })))
+}
+
+/// A rule of the shared route as the developer route holds it: every match with the baggage
+/// match added (a rule without matches gets one, on every path); a match that already tests
+/// `baggage` or holds [`MAX_HEADERS_PER_MATCH`] headers is left out, and a rule left without
+/// matches is left out whole (it would match everything). The rest is copied.
+fn mirror_rule(rule: &Map<String, Value>, developer: &str) -> Option<Map<String, Value>> {
+    let mut mirror = rule.clone();
+    let original = rule.get("matches").and_then(Value::as_array).filter(|m| !m.is_empty());
+    let matches: Vec<Value> = match original {
+        None => vec![json!({"path": {"type": "PathPrefix", "value": "/"}, "headers": [baggage_match(developer)]})],
+        Some(matches) => matches
+            .iter()
+            .filter_map(|m| {
+                let mut m = m.as_object()?.clone();
+                let headers = m.entry("headers").or_insert_with(|| Value::Array(Vec::new()));
+                if headers.is_null() {
+                    *headers = Value::Array(Vec::new());
+                }
+                let headers = headers.as_array_mut()?;
+                let tests_baggage = headers.iter().any(|h| {
+                    h.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(BAGGAGE_HEADER))
+                });
+                if tests_baggage || headers.len() >= MAX_HEADERS_PER_MATCH {
+                    return None;
+                }
+                headers.push(baggage_match(developer));
+                Some(Value::Object(m))
+            })
+            .collect(),
+    };
+    if matches.is_empty() {
+        return None;
+    }
+    mirror.insert("matches".to_string(), Value::Array(matches));
+    Some(mirror)
+}
+
+/// Moves the backendRefs to Services of `namespace` that `moves` accepts into namespace
+/// `developer`, then merges identical refs (everything but the weight equal), summing their
+/// weights (an absent weight is the Gateway API's default, 1). True if anything moved.
+fn move_backends(refs: &mut Vec<Value>, namespace: &str, developer: &str, moves: &dyn Fn(&str) -> bool) -> bool {
+    let mut moved = false;
+    for reference in refs.iter_mut() {
+        if service_of(reference, namespace).is_some_and(moves)
+            && let Some(reference) = reference.as_object_mut()
+        {
+            reference.insert("namespace".to_string(), Value::String(developer.to_string()));
+            moved = true;
+        }
+    }
+    if !moved {
+        return false;
+    }
+    let mut merged: Vec<(Value, Option<u64>)> = Vec::new(); // (ref without weight, weight)
+    for reference in refs.drain(..) {
+        let weight = reference.get("weight").and_then(Value::as_u64);
+        let mut key = reference.clone();
+        if let Some(key) = key.as_object_mut() {
+            key.remove("weight");
+        }
+        match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, sum)) => *sum = Some(sum.unwrap_or(1) + weight.unwrap_or(1)),
+            None => merged.push((key, weight)),
+        }
+    }
+    for (mut key, weight) in merged {
+        if let (Some(weight), Some(map)) = (weight, key.as_object_mut()) {
+            map.insert("weight".to_string(), json!(weight));
+        }
+        refs.push(key);
+    }
+    true
+}
+
+/// `name`, or `name-2`, `name-3`… if an earlier rule took it.
+fn unique_name(name: &str, taken: &mut BTreeSet<String>) -> String {
+    let mut candidate = name.to_string();
+    let mut n = 2;
+    while !taken.insert(candidate.clone()) {
+        candidate = format!("{name}-{n}");
+        n += 1;
+    }
+    candidate
+}
+
+/// Everything the reconciler should own for HTTPRoutes, and why some could not be made.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    /// Developer routes, then ReferenceGrants, in a stable order.
+    pub objects: Vec<Value>,
+    /// One line per route that is needed but cannot be made (for the log).
+    pub problems: Vec<String>,
+}
+
+/// The developer namespaces of each shared HTTPRoute, with what each selects: every developer
+/// namespace of the route's namespace (SPEC §10.1, everything), and every namespace a divert
+/// entry on the route names (its `routes` select rules by name, its `services` Services).
+fn developers_of(state: &ClusterState, settings: &Settings, route: &Value) -> BTreeMap<String, Selection> {
+    let namespace = field(route, "/metadata/namespace");
+    let mut out: BTreeMap<String, Selection> = BTreeMap::new();
+    for (developer, _) in state.view.namespaces() {
+        if state.developer_of(developer, settings) == Some(namespace) {
+            out.insert(developer.to_string(), Selection::everything());
+        }
+    }
+    for entry in annotations::entries(route, namespace).into_iter().flatten() {
+        if settings.is_protected(&entry.key) || state.terminating.contains(&entry.key) {
+            continue;
+        }
+        let selection = Selection {
+            rules: entry.routes.map(|r| r.into_iter().collect()),
+            services: entry.services.map(|s| s.into_iter().collect()),
+        };
+        let merged = match out.remove(&entry.key) {
+            Some(known) => known.union(selection),
+            None => selection,
+        };
+        out.insert(entry.key, merged);
+    }
+    out
+}
+
+/// SPEC §11.1 and §11.3: the developer routes and ReferenceGrants the cluster should hold.
+pub fn desired(state: &ClusterState, settings: &Settings) -> Desired {
+    let mut desired = Desired::default();
+    // developer namespace → (route group, shared namespace) pairs its grant lets in
+    let mut grants: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    // Oldest shared route first, as the Gateway API orders routes: created in this order, the
+    // developer routes tie among themselves as their shared routes do (as far as creation
+    // times, counted in seconds, tell them apart).
+    let mut routes: Vec<&Value> = state.http_routes.iter().collect();
+    routes.sort_by_key(|r| {
+        (field(r, "/metadata/creationTimestamp"), field(r, "/metadata/namespace"), field(r, "/metadata/name"))
+    });
+    for route in routes {
+        let namespace = field(route, "/metadata/namespace");
+        if is_reconciler_owned(route) || settings.is_protected(namespace) {
+            continue;
+        }
+        for (developer, selection) in developers_of(state, settings, route) {
+            let runs = |service: &str| state.view.runs(&developer, service);
+            match developer_route(route, &developer, &selection, &runs) {
+                Ok(Some(made)) => {
+                    let identity = (namespace.to_string(), field(&made, "/metadata/name").to_string());
+                    if !names.insert(identity.clone()) {
+                        desired.problems.push(format!(
+                            "HTTPRoute {}/{}: two shared routes give this developer route name; rename one of them",
+                            identity.0, identity.1
+                        ));
+                        continue;
+                    }
+                    let group = field(route, "/apiVersion").rsplit_once('/').map_or("", |(g, _)| g).to_string();
+                    grants.entry(developer.clone()).or_default().insert((group, namespace.to_string()));
+                    desired.objects.push(made);
+                }
+                Ok(None) => {}
+                Err(problem) => desired.problems.push(problem),
+            }
+        }
+    }
+    for (developer, from) in grants {
+        desired.objects.push(reference_grant(&developer, &from));
+    }
+    desired
+}
+
+/// The ReferenceGrant `divert-webhook` of developer namespace `developer`: HTTPRoutes of the
+/// given (API group, namespace) pairs may send to its Services (SPEC §11.3).
+pub fn reference_grant(developer: &str, from: &BTreeSet<(String, String)>) -> Value {
+    let from: Vec<Value> = from
+        .iter()
+        .map(|(group, namespace)| json!({"group": group, "kind": "HTTPRoute", "namespace": namespace}))
+        .collect();
+    json!({
+        "apiVersion": REFERENCE_GRANT_API_VERSION,
+        "kind": "ReferenceGrant",
+        "metadata": {"name": REFERENCE_GRANT_NAME, "namespace": developer, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+        "spec": {"from": from, "to": [{"group": "", "kind": "Service"}]},
+    })
+}
+
+/// An object's identity: API group, kind, namespace, name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Identity {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Identity {
+    pub fn of(object: &Value) -> Identity {
+        Identity {
+            api_version: field(object, "/apiVersion").to_string(),
+            kind: field(object, "/kind").to_string(),
+            namespace: field(object, "/metadata/namespace").to_string(),
+            name: field(object, "/metadata/name").to_string(),
+        }
+    }
+
+    fn group(&self) -> &str {
+        self.api_version.rsplit_once('/').map_or("", |(group, _)| group)
+    }
+
+    /// Same object whatever the version it is read at.
+    fn same_object(&self, other: &Identity) -> bool {
+        (self.group(), &self.kind, &self.namespace, &self.name)
+            == (other.group(), &other.kind, &other.namespace, &other.name)
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// One write to an object the reconciler owns.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OwnedChange {
+    /// Server-side apply of a new object (field manager [`FIELD_MANAGER`]).
+    Create(Value),
+    /// Server-side apply of what the object should be; `current` is what is stored.
+    Update { desired: Value, current: Value },
+    /// Delete an object the reconciler made and no developer needs any more.
+    Delete(Identity),
+}
+
+/// What the reconciler would write for HTTPRoutes.
+#[derive(Clone, Debug, Default)]
+pub struct RoutePlan {
+    pub changes: Vec<OwnedChange>,
+    /// Routes that are needed but cannot be made, and objects in the way (someone else's object
+    /// holds a name the reconciler needs): one line each, never written over.
+    pub problems: Vec<String>,
+}
+
+/// SPEC §11.1–§11.3: the writes that make the objects the reconciler owns what [`desired`]
+/// says. A stored object that already holds everything desired (the apiserver adds defaults)
+/// gives no write.
+pub fn plan(state: &ClusterState, settings: &Settings) -> RoutePlan {
+    let desired = desired(state, settings);
+    let mut plan = RoutePlan { problems: desired.problems, ..RoutePlan::default() };
+    let stored: Vec<&Value> = state.http_routes.iter().chain(&state.reference_grants).collect();
+    let mut kept = BTreeSet::new();
+    for object in desired.objects {
+        let identity = Identity::of(&object);
+        let current = stored.iter().enumerate().find(|(_, s)| Identity::of(s).same_object(&identity));
+        match current {
+            None => plan.changes.push(OwnedChange::Create(object)),
+            Some((index, current)) if is_reconciler_owned(current) => {
+                kept.insert(index);
+                if !covers(current, &object) {
+                    plan.changes.push(OwnedChange::Update { desired: object, current: (*current).clone() });
+                }
+            }
+            Some(_) => plan.problems.push(format!(
+                "{identity} exists and is not divert-webhook's (no label {MANAGED_BY_LABEL}: {MANAGED_BY_VALUE}); \
+                 rename or delete it so that the reconciler can make its own"
+            )),
+        }
+    }
+    for (index, object) in stored.iter().enumerate() {
+        if is_reconciler_owned(object) && !kept.contains(&index) {
+            plan.changes.push(OwnedChange::Delete(Identity::of(object)));
+        }
+    }
+    plan
+}
+
+/// Does `stored` hold everything `desired` says? Maps may hold more (defaults the apiserver
+/// filled in, fields of other managers); lists must hold as many items, each covering its own.
+pub fn covers(stored: &Value, desired: &Value) -> bool {
+    match (stored, desired) {
+        (Value::Object(stored), Value::Object(desired)) => {
+            desired.iter().all(|(k, v)| stored.get(k).is_some_and(|s| covers(s, v)))
+        }
+        (Value::Array(stored), Value::Array(desired)) => {
+            stored.len() == desired.len() && stored.iter().zip(desired).all(|(s, d)| covers(s, d))
+        }
+        _ => stored == desired,
+    }
+}
+
+/// `objects` as the writes of `plan` leave them (for tests, and to show the result): created
+/// and updated objects as desired, deleted ones gone, and every object owned by a deleted
+/// HTTPRoute gone with it (the garbage collector's work).
+pub fn apply(objects: &mut Vec<Value>, plan: &RoutePlan) {
+    for change in &plan.changes {
+        match change {
+            OwnedChange::Create(object) => objects.push(object.clone()),
+            OwnedChange::Update { desired, .. } => {
+                let identity = Identity::of(desired);
+                if let Some(stored) = objects.iter_mut().find(|o| Identity::of(o).same_object(&identity)) {
+                    *stored = desired.clone();
+                }
+            }
+            OwnedChange::Delete(identity) => objects.retain(|o| !Identity::of(o).same_object(identity)),
+        }
+    }
+}
+
+/// The writes as YAML documents, each after a comment line saying what it is.
+pub fn writes_yaml(plan: &RoutePlan) -> String {
+    let mut out = String::new();
+    for change in &plan.changes {
+        match change {
+            OwnedChange::Create(object) | OwnedChange::Update { desired: object, .. } => {
+                let verb = if matches!(change, OwnedChange::Create(_)) { "create" } else { "update" };
+                let _ = writeln!(
+                    out,
+                    "---\n# server-side apply ({verb}) of {}, field manager {FIELD_MANAGER}",
+                    Identity::of(object)
+                );
+                out.push_str(&crate::manifests::to_yaml(std::slice::from_ref(object)));
+            }
+            OwnedChange::Delete(identity) => {
+                let _ = writeln!(out, "---\n# delete {identity}: no developer needs it any more");
+                let reference = json!({"apiVersion": identity.api_version, "kind": identity.kind,
+                    "metadata": {"name": identity.name, "namespace": identity.namespace}});
+                out.push_str(&crate::manifests::to_yaml(&[reference]));
+            }
+        }
+    }
+    out
+}
+
+/// The writes as a diff: created objects as `+` lines, deleted ones named, updated ones as
+/// their new form.
+pub fn diff(plan: &RoutePlan) -> String {
+    let mut out = String::new();
+    for change in &plan.changes {
+        let (header, object) = match change {
+            OwnedChange::Create(object) => (format!("+++ {} (create)", Identity::of(object)), Some(object)),
+            OwnedChange::Update { desired, .. } => (format!("+++ {} (update)", Identity::of(desired)), Some(desired)),
+            OwnedChange::Delete(identity) => (format!("--- {identity} (delete)"), None),
+        };
+        let _ = writeln!(out, "{header}");
+        if let Some(object) = object {
+            let _ = writeln!(out, "# server-side apply, field manager {FIELD_MANAGER}");
+            for line in crate::manifests::to_yaml(std::slice::from_ref(object)).lines() {
+                let _ = writeln!(out, "+{line}");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_cut_with_a_hash() {
+        assert_eq!(developer_route_name("api", "cindy"), "api-divert-cindy");
+        let long = developer_route_name(&"r".repeat(60), "cindy");
+        assert_eq!(long.len(), MAX_NAME);
+        assert!(long.starts_with(&"r".repeat(54)));
+        assert_ne!(long, developer_route_name(&"r".repeat(61), "cindy"));
+        let dashed = developer_route_name(&format!("{}-x", "r".repeat(53)), "cindy");
+        assert!(!dashed.contains("--"), "{dashed}");
+    }
+
+    #[test]
+    fn identical_moved_refs_merge_and_weights_add_up() {
+        let mut refs = vec![
+            json!({"name": "api", "port": 80, "weight": 90}),
+            json!({"name": "api", "port": 80, "weight": 10, "group": ""}),
+            json!({"name": "api", "port": 80}),
+            json!({"name": "web", "port": 80, "weight": 5}),
+            json!({"name": "ext", "namespace": "other", "port": 80}),
+        ];
+        assert!(move_backends(&mut refs, "staging", "cindy", &|s| s == "api"));
+        assert_eq!(
+            refs,
+            [
+                json!({"name": "api", "port": 80, "namespace": "cindy", "weight": 91}),
+                json!({"name": "api", "port": 80, "group": "", "namespace": "cindy", "weight": 10}),
+                json!({"name": "web", "port": 80, "weight": 5}),
+                json!({"name": "ext", "namespace": "other", "port": 80}),
+            ]
+        );
+        let mut untouched = vec![json!({"name": "web", "port": 80})];
+        assert!(!move_backends(&mut untouched, "staging", "cindy", &|s| s == "api"));
+    }
+
+    #[test]
+    fn matches_that_cannot_take_the_baggage_match_are_left_out() {
+        let sixteen: Vec<Value> = (0..16).map(|i| json!({"name": format!("h{i}"), "value": "1"})).collect();
+        let rule = json!({"matches": [
+            {"path": {"type": "PathPrefix", "value": "/a"}},
+            {"headers": [{"name": "Baggage", "value": "x=1"}]},
+            {"headers": sixteen},
+        ]});
+        let mirror = mirror_rule(rule.as_object().unwrap(), "cindy").unwrap();
+        assert_eq!(mirror["matches"].as_array().unwrap().len(), 1);
+        assert_eq!(mirror["matches"][0]["headers"], json!([baggage_match("cindy")]));
+        let only_baggage = json!({"matches": [{"headers": [{"name": "baggage", "value": "x=1"}]}]});
+        assert_eq!(mirror_rule(only_baggage.as_object().unwrap(), "cindy"), None);
+        let catch_all = mirror_rule(json!({}).as_object().unwrap(), "cindy").unwrap();
+        assert_eq!(
+            catch_all["matches"],
+            json!([{"path": {"type": "PathPrefix", "value": "/"}, "headers": [baggage_match("cindy")]}])
+        );
+    }
+
+    #[test]
+    fn stored_defaults_are_not_a_change() {
+        let desired = json!({"spec": {"rules": [{"backendRefs": [{"name": "api", "port": 80}]}]}});
+        let stored = json!({"spec": {"rules": [{"backendRefs": [{"name": "api", "port": 80, "group": "", "kind": "Service", "weight": 1}]}]}, "status": {}});
+        assert!(covers(&stored, &desired));
+        let changed = json!({"spec": {"rules": [{"backendRefs": [{"name": "api", "port": 81}]}]}});
+        assert!(!covers(&changed, &desired));
+    }
+}
