@@ -10,7 +10,8 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use virtual_service_support::mutate;
 
-const KEYS: &[&str] = &["cindy", "zed", "dev-1", "a-developer-namespace-whose-name-is-63-characters-long-xxxxxxxxx"];
+/// Valid divert keys, the longest a namespace name may be among them.
+const KEYS: &[&str] = &["cindy", "zed", "dev-1", "a-developer-namespace-whose-name-is-63-characters-long-xxxxxxxx"];
 
 fn header() -> impl Strategy<Value = Value> {
     (
@@ -27,6 +28,11 @@ fn filter() -> impl Strategy<Value = Value> {
             prop::option::of(prop::collection::vec(header(), 1..3)),
             prop::option::of(prop::collection::vec(prop::sample::select(vec!["x-a", "cookie"]), 1..2)),
         )
+            // A modifier that does nothing (`{}`) is not generated: the removal cannot tell it
+            // from the one the rule made, and removes it (docs/httproutes.md).
+            .prop_filter("a modifier that does something", |(set, add, remove)| {
+                set.is_some() || add.is_some() || remove.is_some()
+            })
             .prop_map(|(set, add, remove)| {
                 let mut modifier = json!({});
                 if let Some(set) = set {
@@ -130,6 +136,13 @@ fn added_members(rule: &Value) -> Vec<String> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn an_invalid_key_changes_nothing((mut object, _) in route()) {
+        // 64 characters: not a namespace name; validation denies it, mutation leaves it alone.
+        object["metadata"]["annotations"] = json!({"divert.okteto.com/header": format!("{}x", KEYS[3])});
+        prop_assert_eq!(mutate(&object, &Settings::default()).patch, Vec::<Value>::new());
+    }
 
     #[test]
     fn header_injection_is_idempotent_and_reversible((object, key) in route(), nginx in any::<bool>()) {

@@ -283,8 +283,9 @@ mod tests {
         crate::rules::http_route::mutate(&subject, &mut out, &Settings::default(), &mut Findings::default());
         assert_eq!(out, owned, "the reconciler's routes are skipped");
         // Without that label the same route is changed: the skip is the label's doing.
-        owned["metadata"]["labels"] = json!({});
-        let subject = Subject { object: &owned, ..subject };
+        let mut unlabelled = owned.clone();
+        unlabelled["metadata"]["labels"] = json!({});
+        let subject = Subject { object: &unlabelled, ..subject };
         crate::rules::http_route::mutate(&subject, &mut out, &Settings::default(), &mut Findings::default());
         assert_ne!(out["spec"], owned["spec"]);
     }
