@@ -212,8 +212,18 @@ fn mirror_rule(rule: &Map<String, Value>, developer: &str) -> Option<Map<String,
     if matches.is_empty() {
         return None;
     }
-    mirror.insert("matches".to_string(), Value::Array(matches));
-    Some(mirror)
+    if original.is_some() {
+        mirror.insert("matches".to_string(), Value::Array(matches)); // in its place
+        return Some(mirror);
+    }
+    // A rule without matches gets them first (after its name), where people write them.
+    let mut ordered = Map::new();
+    if let Some(name) = mirror.shift_remove("name") {
+        ordered.insert("name".to_string(), name);
+    }
+    ordered.insert("matches".to_string(), Value::Array(matches));
+    ordered.extend(mirror);
+    Some(ordered)
 }
 
 /// Moves the backendRefs to Services of `namespace` that `moves` accepts into namespace
