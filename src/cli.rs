@@ -53,7 +53,7 @@ pub enum Command {
     Mutate {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
-        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
+        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes,referencegrants -A -o yaml` dump.
         #[arg(long = "cluster")]
         cluster: Option<PathBuf>,
         #[command(flatten)]
@@ -63,7 +63,7 @@ pub enum Command {
     Check {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
-        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
+        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes,referencegrants -A -o yaml` dump.
         #[arg(long = "cluster")]
         cluster: Option<PathBuf>,
         #[command(flatten)]
@@ -72,7 +72,7 @@ pub enum Command {
     /// Print, as a diff, what the reconciler would write in the cluster of a dump: annotations, and
     /// the HTTPRoutes and ReferenceGrants it owns.
     Reconcile {
-        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
+        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes,referencegrants -A -o yaml` dump.
         #[arg(long = "cluster")]
         cluster: PathBuf,
         /// What to print: the annotation changes as a diff, or the writes themselves as YAML.

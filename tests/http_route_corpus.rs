@@ -154,7 +154,9 @@ fn developer_routes_of_every_corpus_route_are_valid_and_within_limits() {
         let objects = planned(&state, &settings);
         let shared_name = shared["metadata"]["name"].as_str().unwrap();
         let route_of = |developer: &str| {
-            objects.iter().find(|o| o["kind"] == "HTTPRoute" && o["metadata"]["name"] == developer_route_name(shared_name, developer))
+            objects.iter().find(|o| {
+                o["kind"] == "HTTPRoute" && o["metadata"]["name"] == developer_route_name(shared_name, developer)
+            })
         };
         for (developer, runs) in &developers {
             let expected = needs_developer_route(&shared) && !runs.is_empty() && *developer != "another-developer";
@@ -194,7 +196,10 @@ fn developer_routes_of_every_corpus_route_are_valid_and_within_limits() {
         assert!(http_routes::plan(&after, &settings).changes.is_empty(), "{file}");
         assert!(after.http_routes.contains(&shared), "{file}");
     }
-    eprintln!("{with_routes} developer routes for one developer, {several} for several; {} invalid routes skipped", invalid.len());
+    eprintln!(
+        "{with_routes} developer routes for one developer, {several} for several; {} invalid routes skipped",
+        invalid.len()
+    );
     assert!(invalid.len() < 30, "{} invalid corpus routes: {invalid:#?}", invalid.len());
     assert!(with_routes > 150, "only {with_routes} corpus routes got a developer route");
     assert!(several > with_routes, "{several}");
