@@ -171,6 +171,10 @@ pub struct Verdict {
 /// the number of query matches.
 type Specificity = (u8, usize, bool, usize, usize);
 
+/// Among equally specific matches (greater wins): the oldest route, then the first by
+/// namespace/name, then the first rule.
+type TieBreak = std::cmp::Reverse<(String, String, usize)>;
+
 fn string_matches(kind: &str, wanted: &str, value: &str, anchoring: Anchoring) -> bool {
     match kind {
         "RegularExpression" => is_match(wanted, value, anchoring).expect("RE2 compiles every regex of the table"),
@@ -225,7 +229,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// be attached to it): the most specific match; ties go to the oldest route (creationTimestamp),
 /// then to the first in namespace/name order, then to the first rule.
 pub fn evaluate(routes: &[Value], request: &Request, anchoring: Anchoring) -> Option<Verdict> {
-    let mut best: Option<(Specificity, std::cmp::Reverse<(String, String, usize)>, Verdict)> = None;
+    let mut best: Option<(Specificity, TieBreak, Verdict)> = None;
     for route in routes {
         let namespace = route["metadata"]["namespace"].as_str().unwrap();
         let name = route["metadata"]["name"].as_str().unwrap();
