@@ -204,3 +204,18 @@ fn developer_routes_of_every_corpus_route_are_valid_and_within_limits() {
     assert!(with_routes > 150, "only {with_routes} corpus routes got a developer route");
     assert!(several > with_routes, "{several}");
 }
+
+/// SPEC §11.2: the routes for a Service no HTTPRoute is attached to are valid too.
+#[test]
+fn routes_for_services_without_one_are_valid() {
+    let schemas = Schemas::load();
+    for ports in [vec![80], vec![80, 9090]] {
+        let routes = http_routes::service_routes("staging", "api", &ports, "cindy");
+        assert_eq!(routes.len(), ports.len());
+        for route in &routes {
+            let errors = schemas.errors(route);
+            assert!(errors.is_empty(), "{errors:#?}\n{route:#}");
+            assert_eq!(route["spec"]["rules"][0]["matches"][0]["headers"][0], baggage_match("cindy"));
+        }
+    }
+}

@@ -14,9 +14,11 @@
 //! `app.kubernetes.io/managed-by: divert-webhook` is the reconciler's, and nothing else is ever
 //! changed or deleted.
 //!
-//! Not here yet: §11.2 (a route for a Service no HTTPRoute is attached to) needs the Service's
-//! ports for its backendRefs (the Gateway API requires `port` on a Service backendRef), which the
-//! cluster view does not hold.
+//! A Service of the shared namespace that a developer runs and to which no HTTPRoute is
+//! attached gets a developer route of its own ([`service_route`], SPEC §11.2): the developer's
+//! baggage to the developer's Service, everything else to the shared one. Its backendRefs must
+//! name a port (the Gateway API requires it of a Service backendRef), so it is made only for
+//! Services whose ports the state knows ([`ClusterState::service_ports`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -29,7 +31,7 @@ use crate::rules::baggage::divert_pattern;
 use crate::rules::divert::BAGGAGE_HEADER;
 use crate::rules::http_route::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, is_reconciler_owned};
 use crate::rules::virtual_service::annotations;
-use crate::settings::Settings;
+use crate::settings::{Driver, Settings};
 
 /// The Gateway API's limits on one HTTPRoute (its CRD's `maxItems` and CEL rules).
 pub const MAX_RULES: usize = 16;
@@ -350,10 +352,104 @@ pub fn desired(state: &ClusterState, settings: &Settings) -> Desired {
             }
         }
     }
+    // §11.2: Services of a shared namespace that a developer runs, with no route attached. Under
+    // the nginx driver only: under the istio driver VirtualServices route those Services (§4),
+    // and a route attached to a Service would take its routing over (issue 10's `--gateway-api`
+    // switch, which would decide this, is not built).
+    if settings.driver != Driver::Nginx {
+        for (developer, from) in grants {
+            desired.objects.push(reference_grant(&developer, &from));
+        }
+        return desired;
+    }
+    let mut attached: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for route in state.http_routes.iter().filter(|r| !is_reconciler_owned(r)) {
+        let namespace = field(route, "/metadata/namespace");
+        for parent in route.pointer("/spec/parentRefs").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(service) = parent_service(parent, namespace) {
+                attached.insert((namespace, service));
+            }
+        }
+    }
+    for (developer, _) in state.view.namespaces() {
+        let Some(shared) = state.developer_of(developer, settings) else { continue };
+        let (Some(theirs), Some(ours)) = (state.view.namespace(developer), state.view.namespace(shared)) else {
+            continue;
+        };
+        for service in theirs.services.intersection(&ours.services) {
+            if attached.contains(&(shared, service.as_str())) {
+                continue;
+            }
+            let ports = state.service_ports.get(shared).and_then(|p| p.get(service)).map(Vec::as_slice);
+            let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+                desired.problems.push(format!(
+                    "Service {shared}/{service}: no HTTPRoute is attached to it and its ports are unknown, so {developer} \
+                     gets no route to its copy; attach an HTTPRoute to it"
+                ));
+                continue;
+            };
+            for made in service_routes(shared, service, ports, developer) {
+                let identity = (shared.to_string(), field(&made, "/metadata/name").to_string());
+                if !names.insert(identity.clone()) {
+                    desired.problems.push(format!(
+                        "HTTPRoute {}/{}: a shared route gives this developer route name too; rename the route",
+                        identity.0, identity.1
+                    ));
+                    continue;
+                }
+                grants
+                    .entry(developer.to_string())
+                    .or_default()
+                    .insert((GATEWAY_GROUP.to_string(), shared.to_string()));
+                desired.objects.push(made);
+            }
+        }
+    }
     for (developer, from) in grants {
         desired.objects.push(reference_grant(&developer, &from));
     }
     desired
+}
+
+/// The API version of the routes made for Services without one (SPEC §11.2).
+pub const SERVICE_ROUTE_API_VERSION: &str = "gateway.networking.k8s.io/v1";
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The Service of `namespace` a parentRef attaches to, if it is one: kind `Service` (a parentRef's
+/// default kind is Gateway), group `""` or Linkerd's `core`, no other namespace.
+pub fn parent_service<'a>(parent: &'a Value, namespace: &str) -> Option<&'a str> {
+    let explicit_service = parent.get("kind").and_then(Value::as_str) == Some("Service");
+    explicit_service.then(|| service_of(parent, namespace)).flatten()
+}
+
+/// SPEC §11.2: the developer routes of Service `service` of `shared`, to which no HTTPRoute is
+/// attached, for `developer`: attached to the Service (one route per port when it has several,
+/// `<service>-<port>-divert-<D>`), with two rules: D's baggage to D's Service, and the catch-all
+/// to the Service in `shared` (attaching any route to a Service replaces its default routing).
+pub fn service_routes(shared: &str, service: &str, ports: &[u64], developer: &str) -> Vec<Value> {
+    ports
+        .iter()
+        .map(|port| {
+            let base = if ports.len() == 1 { service.to_string() } else { format!("{service}-{port}") };
+            json!({
+                "apiVersion": SERVICE_ROUTE_API_VERSION,
+                "kind": "HTTPRoute",
+                "metadata": {
+                    "name": developer_route_name(&base, developer),
+                    "namespace": shared,
+                    "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+                },
+                "spec": {
+                    "parentRefs": [{"group": "", "kind": "Service", "name": service, "port": port}],
+                    "rules": [
+                        {"matches": [{"path": {"type": "PathPrefix", "value": "/"}, "headers": [baggage_match(developer)]}],
+                         "backendRefs": [{"name": service, "namespace": developer, "port": port}]},
+                        {"backendRefs": [{"name": service, "port": port}]},
+                    ],
+                },
+            })
+        })
+        .collect()
 }
 
 /// The ReferenceGrant `divert-webhook` of developer namespace `developer`: HTTPRoutes of the
@@ -594,6 +690,47 @@ mod tests {
             catch_all["matches"],
             json!([{"path": {"type": "PathPrefix", "value": "/"}, "headers": [baggage_match("cindy")]}])
         );
+    }
+
+    #[test]
+    fn services_without_a_route_get_one_under_the_nginx_driver() {
+        let (mut state, _) = crate::cluster::state::from_dump(
+            r#"
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: staging}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: cindy, labels: {divert.okteto.com/from: staging}}}
+- {apiVersion: v1, kind: Service, metadata: {name: api, namespace: staging}, spec: {ports: [{port: 8080}]}}
+- {apiVersion: v1, kind: Service, metadata: {name: db, namespace: staging}, spec: {ports: [{port: 5432}, {port: 9000}]}}
+- {apiVersion: v1, kind: Service, metadata: {name: web, namespace: staging}}
+- {apiVersion: v1, kind: Service, metadata: {name: api, namespace: cindy}}
+- {apiVersion: v1, kind: Service, metadata: {name: db, namespace: cindy}}
+- {apiVersion: v1, kind: Service, metadata: {name: web, namespace: cindy}}
+"#,
+        )
+        .unwrap();
+        let nginx = Settings { driver: Driver::Nginx, ..Settings::default() };
+        let made = desired(&state, &nginx);
+        let names: Vec<&str> = made.objects.iter().map(|o| field(o, "/metadata/name")).collect();
+        assert_eq!(names, ["api-divert-cindy", "db-5432-divert-cindy", "db-9000-divert-cindy", "divert-webhook"]);
+        assert_eq!(
+            made.objects[0]["spec"]["rules"][0]["backendRefs"],
+            json!([{"name": "api", "namespace": "cindy", "port": 8080}])
+        );
+        assert_eq!(made.objects[0]["spec"]["rules"][1], json!({"backendRefs": [{"name": "api", "port": 8080}]}));
+        assert_eq!(made.problems.len(), 1, "web's ports are unknown: {:?}", made.problems);
+        assert!(made.problems[0].starts_with("Service staging/web:"));
+        assert!(desired(&state, &Settings::default()).objects.is_empty(), "not under the istio driver");
+        // A route attached to the Service (kind Service, Linkerd's group `core`) takes its place.
+        let (routes, _) = crate::cluster::state::from_dump(
+            "{apiVersion: policy.linkerd.io/v1beta3, kind: HTTPRoute, metadata: {name: mine, namespace: staging}, \
+             spec: {parentRefs: [{group: core, kind: Service, name: api}]}}",
+        )
+        .unwrap();
+        state.http_routes = routes.http_routes;
+        let names: Vec<String> =
+            desired(&state, &nginx).objects.iter().map(|o| field(o, "/metadata/name").to_string()).collect();
+        assert_eq!(names, ["db-5432-divert-cindy", "db-9000-divert-cindy", "divert-webhook"]);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct ClusterState {
     pub http_routes: Vec<Value>,
     /// ReferenceGrants: the reconciler's own ones (SPEC §11.3) are among them.
     pub reference_grants: Vec<Value>,
+    /// The ports of the Services whose `spec.ports` are known, by namespace and name: a route
+    /// for a Service without one (SPEC §11.2) must name the port it sends to.
+    pub service_ports: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
 }
 
 impl ClusterState {
@@ -90,6 +93,16 @@ pub fn from_dump(text: &str) -> Result<(ClusterState, DumpNotes), String> {
             ("", "Service") => {
                 needs_namespace("Service")?;
                 state.view.add_service(namespace, name);
+                let ports: Vec<u64> = item
+                    .pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.get("port").and_then(Value::as_u64))
+                    .collect();
+                if !ports.is_empty() {
+                    state.service_ports.entry(namespace.to_string()).or_default().insert(name.to_string(), ports);
+                }
             }
             ("networking.istio.io", "VirtualService") => {
                 needs_namespace("VirtualService")?;
