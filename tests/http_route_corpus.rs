@@ -219,3 +219,29 @@ fn routes_for_services_without_one_are_valid() {
         }
     }
 }
+
+/// SPEC §11.5 through the offline `check` (the server's code path): the corpus routes the webhook
+/// handles pass (none uses a wrong header form or a regex RE2 refuses), and a route that does is
+/// denied, naming the field.
+#[test]
+fn corpus_routes_pass_validation_and_wrong_ones_are_denied() {
+    use divert_webhook::manifests::{Verdict, check_documents};
+    let settings = Settings { driver: Driver::Nginx, ..Settings::default() };
+    let mut checked = 0;
+    for (file, route) in corpus() {
+        let report = check_documents(&serde_json::to_string(&route).unwrap(), &settings);
+        assert_eq!(report.verdict, Verdict::Passed, "{file}: {:?}", report.stderr);
+        checked += 1;
+    }
+    assert!(checked > 250);
+    let wrong = r#"{"apiVersion": "policy.linkerd.io/v1beta3", "kind": "HTTPRoute",
+        "metadata": {"name": "api", "namespace": "staging"},
+        "spec": {"rules": [{"matches": [{"headers": [{"name": "baggage", "type": "RegularExpression", "value": "okteto-divert=(?!zed)"}]}]}]}}"#;
+    let report = check_documents(wrong, &settings);
+    assert_eq!(report.verdict, Verdict::Denied);
+    assert!(
+        report.stderr.iter().any(|l| l.contains("spec.rules[0].matches[0].headers[0].value") && l.contains("RE2")),
+        "{:?}",
+        report.stderr
+    );
+}
