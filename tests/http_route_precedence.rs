@@ -291,3 +291,90 @@ fn the_issues_tie_goes_where_it_went() {
     let got = evaluate(&all, &request(&[("baggage", "okteto-divert=cindy")]), Anchoring::Whole).unwrap();
     assert_eq!(got.backends, ["Service cindy/api:80 90", "Service staging/api-v2:80 10"]);
 }
+
+mod generated {
+    //! The same property over generated routes sharing one parent: rules that tie, outrank
+    //! each other on headers, methods or query parameters, catch-alls, split backends.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn match_entry() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(vec![
+                ("PathPrefix", "/"),
+                ("PathPrefix", "/api"),
+                ("Exact", "/api/v1"),
+                ("PathPrefix", "/api/v1"),
+            ]),
+            prop::option::of(prop::sample::select(vec!["GET", "POST"])),
+            prop::sample::subsequence(vec!["x-a", "x-b", "x-c"], 0..=2),
+            any::<bool>(),
+        )
+            .prop_map(|((kind, path), method, headers, query)| {
+                let mut entry = json!({"path": {"type": kind, "value": path}});
+                if let Some(method) = method {
+                    entry["method"] = json!(method);
+                }
+                if !headers.is_empty() {
+                    entry["headers"] = headers.iter().map(|h| json!({"name": h, "value": "1"})).collect();
+                }
+                if query {
+                    entry["queryParams"] = json!([{"name": "q", "value": "1"}]);
+                }
+                entry
+            })
+    }
+
+    fn rule() -> impl Strategy<Value = Value> {
+        (
+            prop::option::of(prop::collection::vec(match_entry(), 1..3)),
+            prop::collection::vec(
+                (prop::sample::select(vec!["svc-a", "svc-b", "svc-c"]), prop::option::of(0u64..5)),
+                1..3,
+            ),
+        )
+            .prop_map(|(matches, backends)| {
+                let refs: Vec<Value> = backends
+                    .into_iter()
+                    .map(|(name, weight)| {
+                        let mut r = json!({"name": name, "port": 80});
+                        if let Some(weight) = weight {
+                            r["weight"] = json!(weight);
+                        }
+                        r
+                    })
+                    .collect();
+                let mut rule = json!({"backendRefs": refs});
+                if let Some(matches) = matches {
+                    rule["matches"] = json!(matches);
+                }
+                rule
+            })
+    }
+
+    fn routes() -> impl Strategy<Value = Vec<Value>> {
+        prop::collection::vec(prop::collection::vec(rule(), 1..5), 1..4).prop_map(|routes| {
+            routes
+                .into_iter()
+                .enumerate()
+                .map(|(i, rules)| {
+                    let route = json!({
+                        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                        "metadata": {"name": format!("r{i}")},
+                        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "svc-a", "port": 80}], "rules": rules},
+                    });
+                    stored_in_staging(&route, i)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn only_the_developers_requests_move(routes in routes()) {
+            run("generated", routes);
+        }
+    }
+}

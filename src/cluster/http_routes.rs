@@ -10,6 +10,11 @@
 //! route, the older route wins (Gateway API precedence), and the shared routes are older than the
 //! routes made from them.
 //!
+//! Every other route attached to a parent of a developer route gets a mirror for that developer
+//! too (moving nothing of its own): a mirror's extra header would otherwise outrank its rules for
+//! the developer's requests. SPEC §11.1 names only the routes whose backends move; this keeps its
+//! promise that nothing but the developer's own requests moves.
+//!
 //! Ownership is read from the objects: what carries the label
 //! `app.kubernetes.io/managed-by: divert-webhook` is the reconciler's, and nothing else is ever
 //! changed or deleted.
@@ -121,6 +126,18 @@ pub fn developer_route(
     selection: &Selection,
     runs: &dyn Fn(&str) -> bool,
 ) -> Result<Option<Value>, String> {
+    mirror_route(shared, developer, selection, runs, false)
+}
+
+/// [`developer_route`]; with `always`, also when nothing moves (a route sharing a parent with
+/// one whose backends move, see [`desired`]), `None` then only when no rule can be mirrored.
+fn mirror_route(
+    shared: &Value,
+    developer: &str,
+    selection: &Selection,
+    runs: &dyn Fn(&str) -> bool,
+    always: bool,
+) -> Result<Option<Value>, String> {
     let namespace = field(shared, "/metadata/namespace");
     let name = field(shared, "/metadata/name");
     let rules = shared.pointer("/spec/rules").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
@@ -144,7 +161,7 @@ pub fn developer_route(
         }
         mirrored.push(Value::Object(mirror));
     }
-    if !moved_any {
+    if !(moved_any || always && !mirrored.is_empty()) {
         return Ok(None);
     }
     let matches: usize = mirrored.iter().map(|r| r["matches"].as_array().map_or(0, Vec::len)).sum();
@@ -326,30 +343,65 @@ pub fn desired(state: &ClusterState, settings: &Settings) -> Desired {
     routes.sort_by_key(|r| {
         (field(r, "/metadata/creationTimestamp"), field(r, "/metadata/namespace"), field(r, "/metadata/name"))
     });
-    for route in routes {
+    routes.retain(|r| !is_reconciler_owned(r) && !settings.is_protected(field(r, "/metadata/namespace")));
+    // Pass 1: for each developer, the routes with backends that move.
+    let mut made: BTreeMap<String, BTreeMap<usize, Value>> = BTreeMap::new();
+    for (index, route) in routes.iter().enumerate() {
         let namespace = field(route, "/metadata/namespace");
-        if is_reconciler_owned(route) || settings.is_protected(namespace) {
-            continue;
-        }
         for (developer, selection) in developers_of(state, settings, route) {
             let runs = |service: &str| state.view.runs(&developer, service);
-            match developer_route(route, &developer, &selection, &runs) {
-                Ok(Some(made)) => {
-                    let identity = (namespace.to_string(), field(&made, "/metadata/name").to_string());
-                    if !names.insert(identity.clone()) {
-                        desired.problems.push(format!(
-                            "HTTPRoute {}/{}: two shared routes give this developer route name; rename one of them",
-                            identity.0, identity.1
-                        ));
-                        continue;
-                    }
+            match mirror_route(route, &developer, &selection, &runs, false) {
+                Ok(Some(mirror)) => {
                     let group = field(route, "/apiVersion").rsplit_once('/').map_or("", |(g, _)| g).to_string();
                     grants.entry(developer.clone()).or_default().insert((group, namespace.to_string()));
-                    desired.objects.push(made);
+                    made.entry(developer).or_default().insert(index, mirror);
                 }
                 Ok(None) => {}
                 Err(problem) => desired.problems.push(problem),
             }
+        }
+    }
+    // Pass 2: a route attached to a parent that a developer route is attached to gets a mirror
+    // too, moving nothing of its own: otherwise a mirror (one header more) would outrank its
+    // rules for the developer's requests, which before divert went to them. Until no more are
+    // needed (a mirror brings along every parent of its shared route).
+    for (developer, mirrors) in &mut made {
+        let mut tried = BTreeSet::new();
+        loop {
+            let parents: BTreeSet<ParentKey> = mirrors.keys().flat_map(|&i| parent_keys(routes[i])).collect();
+            let next = (0..routes.len()).find(|i| {
+                !mirrors.contains_key(i)
+                    && !tried.contains(i)
+                    && parent_keys(routes[*i]).iter().any(|p| parents.contains(p))
+            });
+            let Some(index) = next else { break };
+            tried.insert(index);
+            let selection = developers_of(state, settings, routes[index]).remove(developer.as_str());
+            let selection = selection.unwrap_or(Selection { rules: None, services: Some(BTreeSet::new()) });
+            let runs = |service: &str| state.view.runs(developer, service);
+            match mirror_route(routes[index], developer, &selection, &runs, true) {
+                Ok(Some(mirror)) => {
+                    mirrors.insert(index, mirror);
+                }
+                Ok(None) => {}
+                Err(problem) => desired.problems.push(problem),
+            }
+        }
+    }
+    // Oldest shared route first, then by developer.
+    for index in 0..routes.len() {
+        for mirrors in made.values_mut() {
+            let Some(mirror) = mirrors.remove(&index) else { continue };
+            let identity =
+                (field(&mirror, "/metadata/namespace").to_string(), field(&mirror, "/metadata/name").to_string());
+            if !names.insert(identity.clone()) {
+                desired.problems.push(format!(
+                    "HTTPRoute {}/{}: two shared routes give this developer route name; rename one of them",
+                    identity.0, identity.1
+                ));
+                continue;
+            }
+            desired.objects.push(mirror);
         }
     }
     // §11.2: Services of a shared namespace that a developer runs, with no route attached. Under
@@ -409,6 +461,27 @@ pub fn desired(state: &ClusterState, settings: &Settings) -> Desired {
         desired.objects.push(reference_grant(&developer, &from));
     }
     desired
+}
+
+/// A parent a route attaches to: group, kind, namespace, name (sections and ports left out: two
+/// routes on one Gateway or Service may meet whatever their sections).
+type ParentKey = (String, String, String, String);
+
+fn parent_keys(route: &Value) -> Vec<ParentKey> {
+    let namespace = field(route, "/metadata/namespace");
+    let parents = route.pointer("/spec/parentRefs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    parents
+        .iter()
+        .map(|parent| {
+            let text =
+                |key: &str, default: &str| parent.get(key).and_then(Value::as_str).unwrap_or(default).to_string();
+            let group = match text("group", GATEWAY_GROUP).as_str() {
+                "core" => String::new(),
+                group => group.to_string(),
+            };
+            (group, text("kind", "Gateway"), text("namespace", namespace), text("name", ""))
+        })
+        .collect()
 }
 
 /// The API version of the routes made for Services without one (SPEC §11.2).
