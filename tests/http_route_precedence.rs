@@ -115,6 +115,11 @@ struct Outcome {
 /// Runs the table over `shared` (already stored in staging) with cindy running every Service
 /// the routes send to and zed the first of them.
 fn run(name: &str, shared: Vec<Value>) -> Outcome {
+    run_for_host(name, shared, "")
+}
+
+/// [`run`], every request for `host` (every host: "").
+fn run_for_host(name: &str, shared: Vec<Value>, host: &str) -> Outcome {
     let mut services: Vec<String> = shared.iter().flat_map(|r| routed_services(r, "staging")).collect();
     services.sort();
     services.dedup();
@@ -135,6 +140,7 @@ fn run(name: &str, shared: Vec<Value>) -> Outcome {
     for request in requests(&shared) {
         for (baggage, developer) in BAGGAGE {
             let mut request = request.clone();
+            request.host = host.to_string();
             if let Some(baggage) = baggage {
                 request.headers.insert("baggage".into(), baggage.to_string());
             }
@@ -375,6 +381,28 @@ mod generated {
         #[test]
         fn only_the_developers_requests_move(routes in routes()) {
             run("generated", routes);
+        }
+
+        /// Routes on one parent for several hosts: a route whose hosts no developer route can
+        /// meet keeps no mirror, and requests for each host still go where they went.
+        #[test]
+        fn hosts_keep_their_routes_apart(
+            routes in routes(),
+            hosts in prop::collection::vec(prop::option::of(prop::sample::select(vec!["a.example.com", "*.example.com", "b.example.com"])), 3),
+        ) {
+            let routes: Vec<Value> = routes
+                .into_iter()
+                .zip(hosts)
+                .map(|(mut route, host)| {
+                    if let Some(host) = host {
+                        route["spec"]["hostnames"] = json!([host]);
+                    }
+                    route
+                })
+                .collect();
+            for host in ["a.example.com", "b.example.com", "c.example.com", "example.com"] {
+                run_for_host("generated", routes.clone(), host);
+            }
         }
     }
 }

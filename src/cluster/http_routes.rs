@@ -368,12 +368,13 @@ pub fn desired(state: &ClusterState, settings: &Settings) -> Desired {
     for (developer, mirrors) in &mut made {
         let mut tried = BTreeSet::new();
         loop {
-            let parents: BTreeSet<ParentKey> = mirrors.keys().flat_map(|&i| parent_keys(routes[i])).collect();
-            let next = (0..routes.len()).find(|i| {
-                !mirrors.contains_key(i)
-                    && !tried.contains(i)
-                    && parent_keys(routes[*i]).iter().any(|p| parents.contains(p))
-            });
+            let meets = |i: usize| {
+                mirrors.keys().any(|&m| {
+                    hostnames_overlap(routes[m], routes[i])
+                        && parent_keys(routes[m]).iter().any(|p| parent_keys(routes[i]).contains(p))
+                })
+            };
+            let next = (0..routes.len()).find(|&i| !mirrors.contains_key(&i) && !tried.contains(&i) && meets(i));
             let Some(index) = next else { break };
             tried.insert(index);
             let selection = developers_of(state, settings, routes[index]).remove(developer.as_str());
@@ -482,6 +483,26 @@ fn parent_keys(route: &Value) -> Vec<ParentKey> {
             (group, text("kind", "Gateway"), text("namespace", namespace), text("name", ""))
         })
         .collect()
+}
+
+/// Can a request match both routes' hostnames? A route without hostnames takes every host; a
+/// `*.` wildcard takes the hosts under it (and meets another wildcard above or below it).
+fn hostnames_overlap(a: &Value, b: &Value) -> bool {
+    let names = |route: &Value| -> Vec<String> {
+        route
+            .pointer("/spec/hostnames")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_ascii_lowercase)
+            .collect()
+    };
+    let (a, b) = (names(a), names(b));
+    let covers = |wild: &str, host: &str| {
+        wild == host || wild.strip_prefix('*').is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
+    };
+    a.is_empty() || b.is_empty() || a.iter().any(|x| b.iter().any(|y| covers(x, y) || covers(y, x)))
 }
 
 /// The API version of the routes made for Services without one (SPEC §11.2).
@@ -804,6 +825,17 @@ items:
         let names: Vec<String> =
             desired(&state, &nginx).objects.iter().map(|o| field(o, "/metadata/name").to_string()).collect();
         assert_eq!(names, ["db-5432-divert-cindy", "db-9000-divert-cindy", "divert-webhook"]);
+    }
+
+    #[test]
+    fn hostnames_meet_through_wildcards_or_absence() {
+        let route = |hosts: Value| json!({"spec": {"hostnames": hosts}});
+        let none = json!({"spec": {}});
+        assert!(hostnames_overlap(&none, &route(json!(["a.example.com"]))));
+        assert!(hostnames_overlap(&route(json!(["*.example.com"])), &route(json!(["a.example.com"]))));
+        assert!(hostnames_overlap(&route(json!(["A.example.com"])), &route(json!(["a.example.com", "b"]))));
+        assert!(!hostnames_overlap(&route(json!(["*.example.com"])), &route(json!(["example.com"]))));
+        assert!(!hostnames_overlap(&route(json!(["a.example.com"])), &route(json!(["b.example.com"]))));
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub fn cluster(services: &[String], developers: &[(&str, Vec<String>)], routes: 
 /// A request as the mesh sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {
+    /// The Host (authority); every host when empty (the route's hostnames are then not read).
+    pub host: String,
     pub path: String,
     pub method: String,
     /// Lowercase names.
@@ -234,6 +236,9 @@ pub fn evaluate(routes: &[Value], request: &Request, anchoring: Anchoring) -> Op
         let namespace = route["metadata"]["namespace"].as_str().unwrap();
         let name = route["metadata"]["name"].as_str().unwrap();
         let created = route["metadata"]["creationTimestamp"].as_str().unwrap().to_string();
+        if !host_matches(route, &request.host) {
+            continue;
+        }
         for (index, rule) in route["spec"]["rules"].as_array().into_iter().flatten().enumerate() {
             let default = vec![json!({})];
             let matches = rule.get("matches").and_then(Value::as_array).filter(|m| !m.is_empty()).unwrap_or(&default);
@@ -250,6 +255,19 @@ pub fn evaluate(routes: &[Value], request: &Request, anchoring: Anchoring) -> Op
         }
     }
     best.map(|(_, _, verdict)| verdict)
+}
+
+/// Does the route take requests for `host`? A route without hostnames takes every host; `*.x`
+/// takes the hosts under `x` (not `x` itself). (Gateway API also ranks routes by the hostname
+/// they matched; the routes compared here share their hostnames or have none.)
+pub fn host_matches(route: &Value, host: &str) -> bool {
+    let hostnames = route.pointer("/spec/hostnames").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    host.is_empty()
+        || hostnames.is_empty()
+        || hostnames.iter().filter_map(Value::as_str).any(|h| {
+            h.eq_ignore_ascii_case(host)
+                || h.strip_prefix('*').is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
+        })
 }
 
 /// A rule's backends as `namespace/name:port weight`, sorted; identical ones merged.
