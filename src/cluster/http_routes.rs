@@ -839,6 +839,66 @@ items:
     }
 
     #[test]
+    fn owned_objects_follow_the_developers_and_others_are_never_touched() {
+        let dump = r#"
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: staging}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: cindy, labels: {divert.okteto.com/from: staging}}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: zed, labels: {divert.okteto.com/from: staging}}}
+- {apiVersion: v1, kind: Service, metadata: {name: api, namespace: cindy}}
+- {apiVersion: v1, kind: Service, metadata: {name: api, namespace: zed}}
+- apiVersion: gateway.networking.k8s.io/v1
+  kind: HTTPRoute
+  metadata: {name: api, namespace: staging, uid: u-1}
+  spec:
+    parentRefs: [{group: "", kind: Service, name: api}]
+    rules: [{backendRefs: [{name: api, port: 80}]}]
+"#;
+        let (mut state, _) = crate::cluster::state::from_dump(dump).unwrap();
+        let settings = Settings::default();
+        let first = plan(&state, &settings);
+        assert_eq!(first.changes.len(), 4, "two routes, two grants: {first:?}");
+        let mut stored = state.http_routes.clone();
+        apply(&mut stored, &first);
+        let (routes, grants): (Vec<Value>, Vec<Value>) = stored.into_iter().partition(|o| o["kind"] == "HTTPRoute");
+        state.http_routes = routes;
+        state.reference_grants = grants;
+        assert!(plan(&state, &settings).changes.is_empty());
+
+        // zed stops being a developer namespace; cindy's route was edited by hand; someone's
+        // own ReferenceGrant named divert-webhook stands in a namespace the plan needs.
+        state.view.add_namespace("zed", BTreeMap::new());
+        let cindys = state.http_routes.iter_mut().find(|r| field(r, "/metadata/name") == "api-divert-cindy").unwrap();
+        cindys["spec"]["rules"][0]["backendRefs"][0]["port"] = json!(81);
+        state.reference_grants.retain(|g| field(g, "/metadata/namespace") != "cindy");
+        state.reference_grants.push(json!({"apiVersion": REFERENCE_GRANT_API_VERSION, "kind": "ReferenceGrant",
+            "metadata": {"name": REFERENCE_GRANT_NAME, "namespace": "cindy"}}));
+        let second = plan(&state, &settings);
+        let summary: Vec<String> = second
+            .changes
+            .iter()
+            .map(|c| match c {
+                OwnedChange::Create(o) => format!("create {}", Identity::of(o)),
+                OwnedChange::Update { desired, .. } => format!("update {}", Identity::of(desired)),
+                OwnedChange::Delete(identity) => format!("delete {identity}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "update HTTPRoute staging/api-divert-cindy",
+                "delete HTTPRoute staging/api-divert-zed",
+                "delete ReferenceGrant zed/divert-webhook",
+            ]
+        );
+        assert_eq!(second.problems.len(), 1, "{:?}", second.problems);
+        assert!(
+            second.problems[0].starts_with("ReferenceGrant cindy/divert-webhook exists and is not divert-webhook's")
+        );
+    }
+
+    #[test]
     fn stored_defaults_are_not_a_change() {
         let desired = json!({"spec": {"rules": [{"backendRefs": [{"name": "api", "port": 80}]}]}});
         let stored = json!({"spec": {"rules": [{"backendRefs": [{"name": "api", "port": 80, "group": "", "kind": "Service", "weight": 1}]}]}, "status": {}});
