@@ -65,4 +65,22 @@ void divert_re2_compile(const char* pattern, size_t pattern_len, struct divert_r
   }
 }
 
+// Does `text` match `pattern`? 1: yes, 0: no, -1: the pattern does not compile (or RE2 could
+// not be asked). `whole`: the whole text must match (RE2::FullMatch, what Envoy does);
+// otherwise a match anywhere in it counts (RE2::PartialMatch, an unanchored search). For the
+// tests that run the divert baggage match through RE2 as the data planes do.
+int divert_re2_match(const char* pattern, size_t pattern_len, const char* text, size_t text_len, int whole) {
+  try {
+    const re2::RE2 re(re2::StringPiece(pattern, pattern_len), re2::RE2::Quiet);
+    if (!re.ok()) {
+      return -1;
+    }
+    const re2::StringPiece input(text, text_len);
+    const bool matched = whole ? re2::RE2::FullMatch(input, re) : re2::RE2::PartialMatch(input, re);
+    return matched ? 1 : 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
 }  // extern "C"

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::cluster::ClusterView;
+use crate::cluster::http_routes;
 use crate::cluster::reconcile::{self, Absence};
 use crate::cluster::state::{self, ClusterState};
 use crate::manifests;
@@ -52,7 +53,7 @@ pub enum Command {
     Mutate {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
-        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
+        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes,referencegrants -A -o yaml` dump.
         #[arg(long = "cluster")]
         cluster: Option<PathBuf>,
         #[command(flatten)]
@@ -62,15 +63,16 @@ pub enum Command {
     Check {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
-        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
+        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes,referencegrants -A -o yaml` dump.
         #[arg(long = "cluster")]
         cluster: Option<PathBuf>,
         #[command(flatten)]
         rules: RuleArgs,
     },
-    /// Print, as a diff, the annotations the reconciler would write in the cluster of a dump.
+    /// Print, as a diff, what the reconciler would write in the cluster of a dump: annotations, and
+    /// the HTTPRoutes and ReferenceGrants it owns.
     Reconcile {
-        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
+        /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes,referencegrants -A -o yaml` dump.
         #[arg(long = "cluster")]
         cluster: PathBuf,
         /// What to print: the annotation changes as a diff, or the writes themselves as YAML.
@@ -208,7 +210,7 @@ fn read_cluster(file: &PathBuf) -> Result<ClusterState, String> {
     let (state, notes) = state::from_dump(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     for (kind, count) in &notes.ignored_kinds {
         eprintln!(
-            "note: {}: {count} {kind} object(s) ignored (the cluster view reads Namespaces, Services, VirtualServices, Ingresses, HTTPRoutes)",
+            "note: {}: {count} {kind} object(s) ignored (the cluster view reads Namespaces, Services, VirtualServices, Ingresses, HTTPRoutes, ReferenceGrants)",
             file.display()
         );
     }
@@ -225,16 +227,25 @@ fn reconcile(file: &PathBuf, output: ReconcileOutput, rules: &RuleArgs) -> ExitC
     };
     let settings = rules.settings();
     let plan = reconcile::plan(&state, &settings, &Absence::offline(reconcile::DEFAULT_STALE_GRACE));
+    let routes = http_routes::plan(&state, &settings);
     let printed = match output {
-        ReconcileOutput::Diff => reconcile::diff(&plan),
-        ReconcileOutput::Yaml => reconcile::writes_yaml(&plan),
+        ReconcileOutput::Diff => reconcile::diff(&plan) + &http_routes::diff(&routes),
+        ReconcileOutput::Yaml => reconcile::writes_yaml(&plan) + &http_routes::writes_yaml(&routes),
     };
     let _ = std::io::stdout().lock().write_all(printed.as_bytes());
+    for problem in &routes.problems {
+        eprintln!("warning: {problem}");
+    }
     let changes: usize = plan.iter().map(|o| o.changes.len()).sum();
-    if plan.is_empty() {
+    if plan.is_empty() && routes.changes.is_empty() {
         eprintln!("nothing to change");
     } else {
-        eprintln!("{changes} change(s) on {} object(s)", plan.len());
+        if !plan.is_empty() {
+            eprintln!("{changes} change(s) on {} object(s)", plan.len());
+        }
+        if !routes.changes.is_empty() {
+            eprintln!("{} write(s) of objects divert-webhook owns (HTTPRoutes, ReferenceGrants)", routes.changes.len());
+        }
     }
     ExitCode::SUCCESS
 }

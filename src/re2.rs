@@ -21,6 +21,37 @@ struct RawVerdict {
 
 unsafe extern "C" {
     fn divert_re2_compile(pattern: *const c_char, pattern_len: usize, out: *mut RawVerdict);
+    fn divert_re2_match(
+        pattern: *const c_char,
+        pattern_len: usize,
+        text: *const c_char,
+        text_len: usize,
+        whole: c_int,
+    ) -> c_int;
+}
+
+/// Where a match may lie in the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Anchoring {
+    /// The whole text (`RE2::FullMatch`): how Envoy matches header and path regexes.
+    Whole,
+    /// Anywhere in it (`RE2::PartialMatch`): an unanchored search, as a data plane that does
+    /// not anchor patterns by itself does.
+    Anywhere,
+}
+
+/// Does `text` match `pattern` as RE2 matches it? `None` when RE2 does not compile `pattern`.
+pub fn is_match(pattern: &str, text: &str, anchoring: Anchoring) -> Option<bool> {
+    let whole = c_int::from(anchoring == Anchoring::Whole);
+    // SAFETY: the shim reads `pattern_len` and `text_len` bytes of two valid &str (neither
+    // needs a NUL), keeps no pointer after returning, and lets no exception out.
+    let answer =
+        unsafe { divert_re2_match(pattern.as_ptr().cast(), pattern.len(), text.as_ptr().cast(), text.len(), whole) };
+    match answer {
+        1 => Some(true),
+        0 => Some(false),
+        _ => None,
+    }
 }
 
 /// Why RE2 refused a pattern: `re2::RE2::ErrorCode`, named.
@@ -124,6 +155,15 @@ pub fn compile(pattern: &str) -> Result<usize, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matching_is_re2s_whole_or_anywhere() {
+        assert_eq!(is_match("b+", "abbc", Anchoring::Anywhere), Some(true));
+        assert_eq!(is_match("b+", "abbc", Anchoring::Whole), Some(false));
+        assert_eq!(is_match("a.c", "abc", Anchoring::Whole), Some(true));
+        assert_eq!(is_match("^b", "ab", Anchoring::Anywhere), Some(false));
+        assert_eq!(is_match("a(?=b)", "ab", Anchoring::Anywhere), None, "RE2 refuses look-ahead");
+    }
 
     #[test]
     fn compiles_and_measures() {

@@ -105,6 +105,7 @@ fn both_webhooks_route_every_handled_kind_to_the_right_path() {
                         "namespaces" => "Namespace",
                         "virtualservices" => "VirtualService",
                         "ingresses" => "Ingress",
+                        "httproutes" => "HTTPRoute",
                         other => panic!("unexpected resource {other}"),
                     };
                     let handled = Kind::from_gvk(group.as_str().unwrap(), version.as_str().unwrap(), kind);
@@ -113,7 +114,7 @@ fn both_webhooks_route_every_handled_kind_to_the_right_path() {
                 }
             }
         }
-        for kind in [Kind::Namespace, Kind::VirtualService, Kind::Ingress] {
+        for kind in [Kind::Namespace, Kind::VirtualService, Kind::Ingress, Kind::HttpRoute] {
             assert!(routed.contains(&kind), "{config} does not route {kind:?}");
         }
     }

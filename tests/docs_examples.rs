@@ -130,3 +130,34 @@ fn the_cluster_doc_quotes_the_real_denial_of_a_bad_from_label() {
     assert_eq!(checked.verdict, Verdict::Denied);
     assert_eq!(checked.stderr[0], format!("denied: {}", quoted.trim_end()));
 }
+
+/// docs/httproutes.md quotes the real output of `reconcile -o yaml` on its dump, the dump itself,
+/// and the real output of `mutate` on the developer's route.
+#[test]
+fn the_httproutes_doc_quotes_real_output() {
+    use std::process::Command;
+    let doc = read("docs/httproutes.md");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let fixture = "tests/fixtures/cluster-linkerd.yaml";
+    assert_eq!(block_after(&doc, "`tests/fixtures/cluster-linkerd.yaml` dumps:"), read(fixture));
+    let reconciled = run(&["reconcile", "--driver", "nginx", "--cluster", fixture, "-o", "yaml"]);
+    assert_eq!(block_after(&doc, "prints what the reconciler writes"), reconciled);
+    assert!(reconciled.contains("kind: ReferenceGrant") && reconciled.contains("name: api-divert-cindy"));
+    let mutated =
+        run(&["mutate", "--driver", "nginx", "--cluster", fixture, "-f", "deploy/examples/httproute-developer.yaml"]);
+    assert_eq!(block_after(&doc, "deploy/examples/httproute-developer.yaml` prints"), mutated);
+    assert!(mutated.contains("okteto-divert=cindy"));
+    // The webhook rules the doc quotes are deploy/webhook.yaml's.
+    let webhook = read("deploy/webhook.yaml");
+    for line in block_after(&doc, "`/mutate` and `/validate`:").lines() {
+        assert!(webhook.contains(line.trim()), "deploy/webhook.yaml lacks {line}");
+    }
+}

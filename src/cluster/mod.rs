@@ -6,8 +6,10 @@
 //!   in SPEC §1–§9.
 //! - [`state`]: the cluster's state the reconciler decides from, read from a `kubectl get -o yaml`
 //!   dump (SPEC §10.9).
+//! - [`http_routes`]: the reconciler's decision for HTTPRoutes (SPEC §11): the developer routes
+//!   and ReferenceGrants it owns, and the writes that keep them.
 //! - [`reconcile`]: the reconciler's decision (SPEC §10.2, §10.3, §10.5), a pure function from the
-//!   state to annotation changes.
+//!   state to annotation changes; [`http_routes`] the developer routes and ReferenceGrants of §11.
 //!
 //! - [`access`] and [`caches`]: the edges that read the cluster: whether `serve` has one
 //!   (in-cluster or kubeconfig), and the watch caches that publish [`ClusterSnapshot`]s.
@@ -20,6 +22,7 @@
 
 pub mod access;
 pub mod caches;
+pub mod http_routes;
 pub mod lease;
 pub mod reconcile;
 pub mod reconciler;

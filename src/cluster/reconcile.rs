@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::state::ClusterState;
 use crate::rules::divert::{ANNOTATION_PREFIX, HEADER_ANNOTATION};
+use crate::rules::http_route::is_reconciler_owned;
 use crate::rules::virtual_service::annotations;
 use crate::rules::virtual_service::divert_routes::routed_services;
 use crate::settings::{Driver, Settings};
@@ -134,6 +135,22 @@ pub fn plan(state: &ClusterState, settings: &Settings, absence: &Absence) -> Vec
             let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
             let (namespace, name) = (namespace.to_string(), name.to_string());
             out.push(ObjectChanges { kind, api_version, namespace, name, changes, owned });
+        }
+    }
+    // §10.3 for the HTTPRoutes of developer namespaces too (SPEC §11.4), under either driver;
+    // the reconciler's own routes (SPEC §11.3) carry no header.
+    for object in state.http_routes.iter().filter(|o| !is_reconciler_owned(o)) {
+        let (namespace, name) = namespace_and_name(object);
+        let (change, owned) = header_change(object, namespace, state, settings);
+        if let Some(change) = change {
+            out.push(ObjectChanges {
+                kind: "HTTPRoute",
+                api_version: object.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                changes: vec![change],
+                owned: owned.into_iter().collect(),
+            });
         }
     }
     out
@@ -401,6 +418,35 @@ mod tests {
             entry_value("cindy", &BTreeSet::from(["web", "api"])),
             r#"{"namespace":"cindy","services":["api","web"]}"#
         );
+    }
+
+    #[test]
+    fn httproutes_of_developer_namespaces_get_the_header_annotation() {
+        let (state, _) = crate::cluster::state::from_dump(
+            r#"
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: cindy, labels: {divert.okteto.com/from: staging}}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: staging}}
+- {apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: web, namespace: cindy}}
+- {apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: shop, namespace: staging}}
+- apiVersion: gateway.networking.k8s.io/v1
+  kind: HTTPRoute
+  metadata: {name: made, namespace: cindy, labels: {app.kubernetes.io/managed-by: divert-webhook}}
+"#,
+        )
+        .unwrap();
+        for driver in [Driver::Istio, Driver::Nginx] {
+            let settings = Settings { driver, ..Settings::default() };
+            let plan = plan(&state, &settings, &Absence::offline(DEFAULT_STALE_GRACE));
+            let routes: Vec<_> = plan.iter().filter(|c| c.kind == "HTTPRoute").collect();
+            assert_eq!(routes.len(), 1, "{plan:?}");
+            assert_eq!((routes[0].namespace.as_str(), routes[0].name.as_str()), ("cindy", "web"));
+            assert_eq!(
+                routes[0].changes,
+                [Change::Apply { annotation: HEADER_ANNOTATION.into(), value: "cindy".into(), previous: None }]
+            );
+        }
     }
 
     #[test]

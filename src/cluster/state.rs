@@ -1,7 +1,8 @@
 //! The cluster's state as the reconciler reads it (SPEC §10): the [`ClusterView`] the rules
 //! get, the namespaces being deleted, and the objects whose annotations the reconciler keeps
-//! (VirtualServices, Ingresses; HTTPRoutes are kept for §11). Built from a
-//! `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump by [`from_dump`].
+//! (VirtualServices, Ingresses), and the HTTPRoutes and ReferenceGrants of §11. Built from a
+//! `kubectl get namespaces,services,virtualservices,httproutes,referencegrants -A -o yaml` dump by
+//! [`from_dump`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,7 +20,13 @@ pub struct ClusterState {
     pub terminating: BTreeSet<String>,
     pub virtual_services: Vec<Value>,
     pub ingresses: Vec<Value>,
+    /// Gateway API and Linkerd (`policy.linkerd.io`) HTTPRoutes (SPEC §11).
     pub http_routes: Vec<Value>,
+    /// ReferenceGrants: the reconciler's own ones (SPEC §11.3) are among them.
+    pub reference_grants: Vec<Value>,
+    /// The ports of the Services whose `spec.ports` are known, by namespace and name: a route
+    /// for a Service without one (SPEC §11.2) must name the port it sends to.
+    pub service_ports: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
 }
 
 impl ClusterState {
@@ -46,7 +53,8 @@ pub struct DumpNotes {
 }
 
 /// Reads a `kubectl get … -o yaml` dump: one or more YAML documents, each a `kind: List` (or a
-/// single object). Namespaces, Services, VirtualServices, Ingresses and HTTPRoutes are used;
+/// single object). Namespaces, Services, VirtualServices, Ingresses, HTTPRoutes (both API groups)
+/// and ReferenceGrants are used;
 /// a kind the dump lacks counts as empty. `Err` names the item that cannot be read.
 pub fn from_dump(text: &str) -> Result<(ClusterState, DumpNotes), String> {
     let items = crate::manifests::documents(text)?;
@@ -85,6 +93,16 @@ pub fn from_dump(text: &str) -> Result<(ClusterState, DumpNotes), String> {
             ("", "Service") => {
                 needs_namespace("Service")?;
                 state.view.add_service(namespace, name);
+                let ports: Vec<u64> = item
+                    .pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.get("port").and_then(Value::as_u64))
+                    .collect();
+                if !ports.is_empty() {
+                    state.service_ports.entry(namespace.to_string()).or_default().insert(name.to_string(), ports);
+                }
             }
             ("networking.istio.io", "VirtualService") => {
                 needs_namespace("VirtualService")?;
@@ -94,9 +112,13 @@ pub fn from_dump(text: &str) -> Result<(ClusterState, DumpNotes), String> {
                 needs_namespace("Ingress")?;
                 state.ingresses.push(item);
             }
-            ("gateway.networking.k8s.io", "HTTPRoute") => {
+            ("gateway.networking.k8s.io" | "policy.linkerd.io", "HTTPRoute") => {
                 needs_namespace("HTTPRoute")?;
                 state.http_routes.push(item);
+            }
+            ("gateway.networking.k8s.io", "ReferenceGrant") => {
+                needs_namespace("ReferenceGrant")?;
+                state.reference_grants.push(item);
             }
             _ => *notes.ignored_kinds.entry(if kind.is_empty() { "(no kind)".into() } else { kind }).or_default() += 1,
         }

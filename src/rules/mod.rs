@@ -7,6 +7,7 @@
 
 pub mod baggage;
 pub mod divert;
+pub mod http_route;
 pub mod ingress;
 pub mod namespace;
 // Public only for the fuzz targets (fuzz/): not part of the crate's interface.
@@ -52,6 +53,8 @@ pub enum Kind {
     Namespace,
     VirtualService,
     Ingress,
+    /// Gateway API (and Linkerd's) HTTPRoute (SPEC §11).
+    HttpRoute,
 }
 
 impl Kind {
@@ -61,6 +64,8 @@ impl Kind {
             ("", "v1", "Namespace") => Some(Kind::Namespace),
             ("networking.istio.io", "v1" | "v1beta1" | "v1alpha3", "VirtualService") => Some(Kind::VirtualService),
             ("networking.k8s.io", "v1", "Ingress") => Some(Kind::Ingress),
+            ("gateway.networking.k8s.io", "v1" | "v1beta1", "HTTPRoute") => Some(Kind::HttpRoute),
+            ("policy.linkerd.io", "v1beta2" | "v1beta3", "HTTPRoute") => Some(Kind::HttpRoute),
             _ => None,
         }
     }
@@ -76,6 +81,7 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::VirtualService => "VirtualService",
             Kind::Ingress => "Ingress",
+            Kind::HttpRoute => "HTTPRoute",
         }
     }
 }
@@ -161,6 +167,7 @@ pub fn mutate_into(subject: &Subject<'_>, object: &mut Value, settings: &Setting
         Kind::Namespace => namespace::mutate(subject, object, settings, findings),
         Kind::VirtualService => virtual_service::mutate(subject, object, settings, findings),
         Kind::Ingress => ingress::mutate(subject, object, settings, findings),
+        Kind::HttpRoute => http_route::mutate(subject, object, settings, findings),
     }
 }
 
@@ -172,6 +179,7 @@ pub fn may_mutate(kind: Kind, namespace: &str, settings: &Settings) -> bool {
         Kind::Namespace => true, // its namespace is its own name, read from the object
         Kind::VirtualService => settings.driver == Driver::Istio && !settings.is_protected(namespace),
         Kind::Ingress => settings.driver == Driver::Nginx && !settings.is_protected(namespace),
+        Kind::HttpRoute => !settings.is_protected(namespace), // both drivers (SPEC §11)
     }
 }
 
@@ -184,7 +192,7 @@ pub fn patch_directly(
 ) -> Option<crate::patch::JsonPatch> {
     match subject.kind {
         Kind::VirtualService => virtual_service::patch_directly(subject, settings, findings),
-        Kind::Namespace | Kind::Ingress => None,
+        Kind::Namespace | Kind::Ingress | Kind::HttpRoute => None,
     }
 }
 
@@ -201,6 +209,7 @@ pub fn validate_into(subject: &Subject<'_>, settings: &Settings, findings: &mut 
         Kind::Namespace => namespace::validate(subject, settings, findings),
         Kind::VirtualService => virtual_service::validate(subject, settings, findings),
         Kind::Ingress => ingress::validate(subject, settings, findings),
+        Kind::HttpRoute => http_route::validate(subject, settings, findings),
     }
 }
 

@@ -192,7 +192,7 @@ impl Metrics {
 /// Kinds with rules keep their name; any other kind is `other`, so a client cannot grow the
 /// label set without bound.
 fn kind_label(kind: &str) -> &'static str {
-    [Kind::Namespace, Kind::VirtualService, Kind::Ingress]
+    [Kind::Namespace, Kind::VirtualService, Kind::Ingress, Kind::HttpRoute]
         .into_iter()
         .map(Kind::as_str)
         .find(|known| *known == kind)

@@ -108,39 +108,7 @@ impl Check<'_> {
     }
 
     fn annotations(&mut self, subject: &Subject<'_>) {
-        for entry in annotations::entries(subject.object, subject.namespace) {
-            if let Err(e) = entry {
-                self.deny(INVALID_DIVERT_ANNOTATION, &annotation_field(&e.annotation), &e.message);
-            }
-        }
-        let Some(annotations) = subject.object.pointer("/metadata/annotations").and_then(Value::as_object) else {
-            return;
-        };
-        if let Some(value) = annotations.get(HEADER_ANNOTATION) {
-            let problem = match value.as_str() {
-                Some(key) => check_divert_key(key).err(),
-                None => Some(format!("the value is {value}, not a string")),
-            };
-            if let Some(problem) = problem {
-                self.deny(
-                    INVALID_DIVERT_ANNOTATION,
-                    &annotation_field(HEADER_ANNOTATION),
-                    format!("{problem}; set it to the name of the developer namespace (the divert key)"),
-                );
-            }
-        }
-        for (key, value) in annotations {
-            let ignored = key.starts_with(ANNOTATION_PREFIX)
-                && key != HEADER_ANNOTATION
-                && key != NAMESPACE_ANNOTATION
-                && !is_entry_key(key);
-            if ignored && looks_like_entry(value) {
-                self.findings.warn(fitting_warning(
-                    format!("annotation {key} is not a divert entry key and is ignored"),
-                    "an annotation divert.okteto.com/... is not a divert entry key and is ignored",
-                ));
-            }
-        }
+        check_annotations(subject, &self.object, self.findings);
     }
 
     fn http_route(&mut self, route: &Value, path: &str) {
@@ -254,31 +222,8 @@ impl Check<'_> {
                 found
             }
         };
-        let message = match problem {
-            None => return,
-            Some(RegexProblem::TooLong(bytes)) => format!(
-                "the regex is {bytes} bytes long, Istio accepts at most {MAX_REGEX_BYTES}; \
-                 shorten it or split the match into several match entries"
-            ),
-            Some(RegexProblem::Refused(refusal)) if refusal.kind == ErrorKind::PatternTooLarge => format!(
-                "regex {} is too large for RE2, which Envoy uses (RE2: {}; the program size \
-                 limit is {limit}); {SHRINK}",
-                quoted_excerpt(pattern),
-                refusal.reason
-            ),
-            Some(RegexProblem::Refused(refusal)) => format!(
-                "regex {} is not valid RE2, which Envoy uses (RE2: {}); \
-                 rewrite it in RE2 syntax: https://github.com/google/re2/wiki/Syntax",
-                quoted_excerpt(pattern),
-                refusal_text(&refusal, pattern)
-            ),
-            Some(RegexProblem::ProgramTooLarge { size, limit }) => format!(
-                "regex {} compiles to an RE2 program of size {size}, above the limit of {limit} \
-                 (Envoy's re2.max_program_size.error_level), so Envoy would reject the route configuration; \
-                 {SHRINK}",
-                quoted_excerpt(pattern)
-            ),
-        };
+        let Some(problem) = problem else { return };
+        let message = regex_denial(pattern, problem, limit);
         self.deny(INVALID_REGEX, field, message);
     }
 
@@ -299,13 +244,83 @@ impl Check<'_> {
     }
 }
 
+/// The divert annotations of any kind that carries them (VirtualServices, HTTPRoutes): entries
+/// that cannot be used and a `divert.okteto.com/header` that is not a namespace name are denied;
+/// a look-alike of an entry under a key that is not one is warned about.
+pub(crate) fn check_annotations(subject: &Subject<'_>, object: &str, findings: &mut Findings) {
+    let deny = |findings: &mut Findings, field: &str, message: &str| {
+        findings.deny(INVALID_DIVERT_ANNOTATION, format!("{object}: {field}: {message}"));
+    };
+    for entry in annotations::entries(subject.object, subject.namespace) {
+        if let Err(e) = entry {
+            deny(findings, &annotation_field(&e.annotation), &e.message);
+        }
+    }
+    let Some(annotations) = subject.object.pointer("/metadata/annotations").and_then(Value::as_object) else {
+        return;
+    };
+    if let Some(value) = annotations.get(HEADER_ANNOTATION) {
+        let problem = match value.as_str() {
+            Some(key) => check_divert_key(key).err(),
+            None => Some(format!("the value is {value}, not a string")),
+        };
+        if let Some(problem) = problem {
+            deny(
+                findings,
+                &annotation_field(HEADER_ANNOTATION),
+                &format!("{problem}; set it to the name of the developer namespace (the divert key)"),
+            );
+        }
+    }
+    for (key, value) in annotations {
+        let ignored = key.starts_with(ANNOTATION_PREFIX)
+            && key != HEADER_ANNOTATION
+            && key != NAMESPACE_ANNOTATION
+            && !is_entry_key(key);
+        if ignored && looks_like_entry(value) {
+            findings.warn(fitting_warning(
+                format!("annotation {key} is not a divert entry key and is ignored"),
+                "an annotation divert.okteto.com/... is not a divert entry key and is ignored",
+            ));
+        }
+    }
+}
+
+/// The denial message for a regex Envoy would refuse (SPEC §7); HTTPRoutes use it too.
+pub(crate) fn regex_denial(pattern: &str, problem: RegexProblem, limit: usize) -> String {
+    match problem {
+        RegexProblem::TooLong(bytes) => format!(
+            "the regex is {bytes} bytes long, Istio accepts at most {MAX_REGEX_BYTES}; \
+             shorten it or split the match into several match entries"
+        ),
+        RegexProblem::Refused(refusal) if refusal.kind == ErrorKind::PatternTooLarge => format!(
+            "regex {} is too large for RE2, which Envoy uses (RE2: {}; the program size \
+             limit is {limit}); {SHRINK}",
+            quoted_excerpt(pattern),
+            refusal.reason
+        ),
+        RegexProblem::Refused(refusal) => format!(
+            "regex {} is not valid RE2, which Envoy uses (RE2: {}); \
+             rewrite it in RE2 syntax: https://github.com/google/re2/wiki/Syntax",
+            quoted_excerpt(pattern),
+            refusal_text(&refusal, pattern)
+        ),
+        RegexProblem::ProgramTooLarge { size, limit } => format!(
+            "regex {} compiles to an RE2 program of size {size}, above the limit of {limit} \
+             (Envoy's re2.max_program_size.error_level), so Envoy would reject the route configuration; \
+             {SHRINK}",
+            quoted_excerpt(pattern)
+        ),
+    }
+}
+
 /// `metadata.annotations["divert.okteto.com/…"]`
-fn annotation_field(annotation: &str) -> String {
+pub(crate) fn annotation_field(annotation: &str) -> String {
     format!("metadata.annotations[{annotation:?}]")
 }
 
 /// A map key as a path segment: `.x-user` when that reads unambiguously, else `["a b"]`.
-fn segment(key: &str) -> String {
+pub(crate) fn segment(key: &str) -> String {
     if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
         format!(".{key}")
     } else {
@@ -357,7 +372,7 @@ fn quoted_excerpt(pattern: &str) -> String {
 }
 
 /// Is this annotation value a JSON object with a `namespace`: meant as a divert entry?
-fn looks_like_entry(value: &Value) -> bool {
+pub(crate) fn looks_like_entry(value: &Value) -> bool {
     value
         .as_str()
         .and_then(|text| serde_json::from_str::<Value>(text).ok())

@@ -9,10 +9,10 @@
 //! [`annotations`] reads the divert entries; all three use it.
 
 pub mod annotations;
-mod checks;
+pub(crate) mod checks;
 pub mod divert_routes;
 mod header;
-mod regex_check;
+pub(crate) mod regex_check;
 
 use serde_json::Value;
 
