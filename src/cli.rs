@@ -68,6 +68,9 @@ pub enum Command {
         #[command(flatten)]
         rules: RuleArgs,
     },
+    /// Make a CA and a serving certificate for <service>.<namespace>.svc (installs without
+    /// cert-manager); write them as a Secret manifest or as files, and print the caBundle.
+    Certs(CertsArgs),
     /// Print, as a diff, the annotations the reconciler would write in the cluster of a dump.
     Reconcile {
         /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
@@ -79,6 +82,38 @@ pub enum Command {
         #[command(flatten)]
         rules: RuleArgs,
     },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("output").required(true).multiple(true))]
+pub struct CertsArgs {
+    /// The webhook's namespace (the overlay's `namespace:`).
+    #[arg(long, default_value = "divert-system")]
+    pub namespace: String,
+    /// The webhook's Service name.
+    #[arg(long, default_value = "divert-webhook")]
+    pub service: String,
+    /// Cluster DNS domain: the certificate is also valid for <service>.<namespace>.svc.<domain>.
+    #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN, value_parser = parse_cluster_domain)]
+    pub cluster_domain: String,
+    /// Write a kubernetes.io/tls Secret manifest (tls.crt, tls.key, ca.crt) to this file.
+    #[arg(long, group = "output")]
+    pub secret: Option<PathBuf>,
+    /// Name of the Secret (the Deployment mounts divert-webhook-tls).
+    #[arg(long, default_value = "divert-webhook-tls")]
+    pub secret_name: String,
+    /// Write ca.crt, tls.crt and tls.key (PEM) into this directory.
+    #[arg(long, group = "output")]
+    pub out_dir: Option<PathBuf>,
+    /// Validity of the serving certificate, in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    /// Validity of the CA, in days (caBundle changes only when the CA does).
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub ca_days: u32,
+    /// Replace files that exist (by default they are kept and nothing is written).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -198,7 +233,75 @@ pub fn run(cli: Cli) -> ExitCode {
             offline(&file, cluster.as_ref(), &rules, manifests::check_documents_in)
         }
         Command::Reconcile { cluster, output, rules } => reconcile(&cluster, output, &rules),
+        Command::Certs(args) => match certs(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("divert-webhook certs: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
+}
+
+/// A DNS-1123 label, as Service and namespace names are.
+fn check_label(flag: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{flag} {value:?} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)"))
+    }
+}
+
+fn certs(args: &CertsArgs) -> Result<(), String> {
+    check_label("--namespace", &args.namespace)?;
+    check_label("--service", &args.service)?;
+    let mut files: Vec<(PathBuf, String, bool)> = Vec::new();
+    let issued = crate::certs::issue(
+        crate::certs::dns_names(&args.service, &args.namespace, &args.cluster_domain),
+        args.days,
+        args.ca_days,
+    )?;
+    if let Some(path) = &args.secret {
+        check_label("--secret-name", &args.secret_name)?;
+        files.push((path.clone(), crate::certs::secret_manifest(&issued, &args.secret_name, &args.namespace), true));
+    }
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating --out-dir {}: {e}", dir.display()))?;
+        files.push((dir.join("ca.crt"), issued.ca_pem.clone(), false));
+        files.push((dir.join("tls.crt"), issued.cert_pem.clone(), false));
+        files.push((dir.join("tls.key"), issued.key_pem.clone(), true));
+    }
+    // All or nothing: a CA from one run and a certificate from another would not verify.
+    if !args.force
+        && let Some((path, _, _)) = files.iter().find(|(path, _, _)| path.exists())
+    {
+        return Err(format!("{} exists; nothing written (--force replaces it)", path.display()));
+    }
+    for (path, contents, secret) in &files {
+        write_file(path, contents, *secret).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    eprintln!("certificate for {} written; caBundle on stdout", issued.dns_names.join(", "));
+    println!("{}", crate::certs::ca_bundle(&issued));
+    Ok(())
+}
+
+/// Writes `contents`; a file holding a private key is readable by its owner only.
+fn write_file(path: &std::path::Path, contents: &str, secret: bool) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    options.open(path)?.write_all(contents.as_bytes())
 }
 
 /// The cluster's state from the dump at `file`; unused kinds are named on stderr. `Err` is the
