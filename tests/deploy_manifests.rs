@@ -756,7 +756,9 @@ fn promql_metrics(expr: &str) -> BTreeSet<String> {
                 parens.pop().expect("balanced parentheses");
             }
             c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
-                let end = expr[i..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).map_or(expr.len(), |e| e + i);
+                let end = expr[i..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                    .map_or(expr.len(), |e| e + i);
                 let word = &expr[i..end];
                 let called = expr[end..].trim_start().starts_with('(');
                 let in_label_list = parens.last().copied().unwrap_or(false);
@@ -782,7 +784,9 @@ fn promql_metrics(expr: &str) -> BTreeSet<String> {
 #[test]
 fn the_alert_rules_use_only_exported_metrics_and_are_documented() {
     assert_eq!(
-        promql_metrics(r#"sum by (le, endpoint) (rate(a_bucket{x="y", z=~"w"}[5m])) > 1 and on (pod) b offset 5m or c"#),
+        promql_metrics(
+            r#"sum by (le, endpoint) (rate(a_bucket{x="y", z=~"w"}[5m])) > 1 and on (pod) b offset 5m or c"#
+        ),
         BTreeSet::from(["a_bucket".to_string(), "b".to_string(), "c".to_string()])
     );
     let exported = exported_samples();
@@ -790,9 +794,10 @@ fn the_alert_rules_use_only_exported_metrics_and_are_documented() {
         assert!(exported.contains(family), "{family} missing from {exported:?}");
     }
     let docs = std::fs::read_to_string(Path::new(ROOT).join("docs/operating.md")).unwrap();
-    let rules: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(Path::new(ROOT).join("deploy/components/prometheus/alerts.yaml")).unwrap())
-            .unwrap();
+    let rules: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(Path::new(ROOT).join("deploy/components/prometheus/alerts.yaml")).unwrap(),
+    )
+    .unwrap();
     let mut used = BTreeSet::new();
     for group in rules["spec"]["groups"].as_array().unwrap() {
         for rule in group["rules"].as_array().unwrap() {
