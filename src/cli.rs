@@ -50,6 +50,7 @@ pub enum Command {
     /// Print the manifests of FILE (multi-document YAML, `-` for stdin) as the mutating webhook
     /// would store them.
     Mutate {
+        /// The manifests to read (multi-document YAML); `-` for stdin.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
         /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
@@ -60,6 +61,7 @@ pub enum Command {
     },
     /// List what the validating webhook would deny in FILE; exits 1 if anything is denied.
     Check {
+        /// The manifests to read (multi-document YAML); `-` for stdin.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
         /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes -A -o yaml` dump.
@@ -195,6 +197,62 @@ fn read_input(file: &PathBuf) -> Result<String, String> {
     }
 }
 
+/// Parses the command line. A bad value that came from an environment variable (a boolean
+/// `DIVERT_WEBHOOK_LEGACY_HEADER=yes`, say) is reported naming the variable, which clap does
+/// not do: it names the flag, which the user never typed.
+pub fn parse() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            if let Some(message) = environment_error(&error, &args, |name| std::env::var_os(name)) {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+            error.exit()
+        }
+    }
+}
+
+/// For a clap error about a value the flag took from its environment variable (the flag is not
+/// on the command line, the variable holds the value): the message naming the variable.
+pub fn environment_error(
+    error: &clap::Error,
+    args: &[std::ffi::OsString],
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return None;
+    }
+    let ContextValue::String(flag) = error.get(ContextKind::InvalidArg)? else { return None };
+    let ContextValue::String(value) = error.get(ContextKind::InvalidValue)? else { return None };
+    let long = flag.split_whitespace().next()?.strip_prefix("--")?;
+    let on_command_line = args
+        .iter()
+        .any(|a| a.to_str().is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}="))));
+    if on_command_line {
+        return None;
+    }
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    let arg = command.get_subcommands().flat_map(|c| c.get_arguments()).find(|a| a.get_long() == Some(long))?;
+    let variable = arg.get_env()?.to_str()?;
+    if env(variable)?.to_str()? != value {
+        return None;
+    }
+    let mut expected: Vec<String> = arg.get_possible_values().iter().map(|v| v.get_name().to_string()).collect();
+    if expected.is_empty() && matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+        expected = vec!["true".to_string(), "false".to_string()];
+    }
+    let expected = if expected.is_empty() { String::new() } else { format!("; use one of: {}", expected.join(", ")) };
+    // A value parser's own reason (e.g. "invalid digit found in string") is the error's source.
+    let reason = std::error::Error::source(error).map(|c| format!(": {c}")).unwrap_or_default();
+    Some(format!(
+        "invalid value {value:?} in the environment variable {variable} (of {flag}){reason}{expected}; set it right or unset it"
+    ))
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { serve, rules } => {
@@ -226,12 +284,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Mutate { file, cluster, rules } => {
-            offline(&file, cluster.as_ref(), &rules, manifests::mutate_documents_in)
-        }
-        Command::Check { file, cluster, rules } => {
-            offline(&file, cluster.as_ref(), &rules, manifests::check_documents_in)
-        }
+        Command::Mutate { file, cluster, rules } => offline(&file, cluster.as_ref(), &rules, manifests::mutate_file),
+        Command::Check { file, cluster, rules } => offline(&file, cluster.as_ref(), &rules, manifests::check_file),
         Command::Reconcile { cluster, output, rules } => reconcile(&cluster, output, &rules),
         Command::Certs(args) => match certs(&args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -342,7 +396,7 @@ fn reconcile(file: &PathBuf, output: ReconcileOutput, rules: &RuleArgs) -> ExitC
     ExitCode::SUCCESS
 }
 
-type OfflineRun = fn(&str, &Settings, &ClusterView) -> manifests::Report;
+type OfflineRun = fn(&str, &str, &Settings, &ClusterView) -> manifests::Report;
 
 fn offline(file: &PathBuf, cluster: Option<&PathBuf>, rules: &RuleArgs, run: OfflineRun) -> ExitCode {
     let input = match read_input(file) {
@@ -360,7 +414,8 @@ fn offline(file: &PathBuf, cluster: Option<&PathBuf>, rules: &RuleArgs, run: Off
         }
     };
     let view = state.as_ref().map_or(ClusterView::none(), |state| &state.view);
-    let report = run(&input, &rules.settings(), view);
+    let name = if file.as_os_str() == "-" { "<stdin>".to_string() } else { file.display().to_string() };
+    let report = run(&name, &input, &rules.settings(), view);
     let _ = std::io::stdout().lock().write_all(report.stdout.as_bytes());
     let mut err = std::io::stderr().lock();
     for line in &report.stderr {

@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    divert_webhook::cli::run(divert_webhook::cli::Cli::parse())
+    divert_webhook::cli::run(divert_webhook::cli::parse())
 }
