@@ -705,10 +705,26 @@ const CLUSTER_METRICS: [&str; 6] = [
     "divert_webhook_lease_transitions_total",
 ];
 
-/// The sample names the binary's /metrics has, from its `# TYPE` lines (so also the families
-/// without samples yet).
+/// The sample names the binary's /metrics has, from its `# TYPE` lines, once every family has a
+/// sample (a family without one is left out of the exposition): a denied review, a timed-out
+/// one, a failed handshake, a connection limit.
 fn exported_samples() -> BTreeSet<String> {
-    let text = divert_webhook::server::Metrics::new().encode(divert_webhook::server::Format::OpenMetrics);
+    use divert_webhook::server::{Format, Listener, Metrics};
+    let metrics = Metrics::new();
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "typo", "labels": {"istio-injection": "on"}}});
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "1", "name": "typo", "operation": "CREATE", "userInfo": {}, "object": namespace,
+                    "kind": {"group": "", "version": "v1", "kind": "Namespace"},
+                    "resource": {"group": "", "version": "v1", "resource": "namespaces"}}
+    });
+    let (_, summary) = review(Endpoint::Validate, &serde_json::to_vec(&body).unwrap(), &Settings::default()).unwrap();
+    assert!(!summary.denial_reasons.is_empty());
+    metrics.observe_review(Endpoint::Validate, Some(&summary), Duration::from_millis(1));
+    metrics.review_timed_out(Endpoint::Mutate, Duration::from_secs(5));
+    metrics.tls_handshake_failed("other");
+    metrics.set_connection_limit(Listener::Admission, 4096);
+    let text = metrics.encode(Format::OpenMetrics);
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
@@ -727,8 +743,32 @@ fn exported_samples() -> BTreeSet<String> {
 /// The metric names a PromQL expression reads: identifiers that are not functions (followed by
 /// `(`), keywords, label names (inside `{}` or `by (...)`), strings, numbers or durations.
 fn promql_metrics(expr: &str) -> BTreeSet<String> {
-    const KEYWORDS: [&str; 11] =
-        ["by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset"];
+    // Keywords, and the aggregation operators (which may be followed by `by (...)` before their `(`).
+    const KEYWORDS: [&str; 23] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+    ];
     let bytes = expr.as_bytes();
     let mut names = BTreeSet::new();
     let (mut i, mut depth_braces, mut grouping) = (0, 0, false);
@@ -762,9 +802,11 @@ fn promql_metrics(expr: &str) -> BTreeSet<String> {
                 let word = &expr[i..end];
                 let called = expr[end..].trim_start().starts_with('(');
                 let in_label_list = parens.last().copied().unwrap_or(false);
+                // The unit of a number (`5m` after offset, `1e3`) is not a name.
+                let after_digit = i > 0 && bytes[i - 1].is_ascii_digit();
                 if ["by", "without", "on", "ignoring"].contains(&word) {
                     grouping = true;
-                } else if depth_braces == 0 && !called && !in_label_list && !KEYWORDS.contains(&word) {
+                } else if depth_braces == 0 && !called && !in_label_list && !after_digit && !KEYWORDS.contains(&word) {
                     names.insert(word.to_string());
                 }
                 last_word = word.to_string();

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use duration::parse_duration;
-pub use metrics::{Format, Metrics};
+pub use metrics::{Format, Listener, Metrics};
 
 use crate::settings::Settings;
 use connection::ConnectionLimits;
