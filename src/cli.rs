@@ -51,6 +51,7 @@ pub enum Command {
     /// Print the manifests of FILE (multi-document YAML, `-` for stdin) as the mutating webhook
     /// would store them.
     Mutate {
+        /// The manifests to read (multi-document YAML); `-` for stdin.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
         /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes,referencegrants -A -o yaml` dump.
@@ -61,6 +62,7 @@ pub enum Command {
     },
     /// List what the validating webhook would deny in FILE; exits 1 if anything is denied.
     Check {
+        /// The manifests to read (multi-document YAML); `-` for stdin.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
         /// The cluster's state: a `kubectl get namespaces,services,virtualservices,httproutes,referencegrants -A -o yaml` dump.
@@ -69,6 +71,9 @@ pub enum Command {
         #[command(flatten)]
         rules: RuleArgs,
     },
+    /// Make a CA and a serving certificate for <service>.<namespace>.svc (installs without
+    /// cert-manager); write them as a Secret manifest or as files, and print the caBundle.
+    Certs(CertsArgs),
     /// Print, as a diff, what the reconciler would write in the cluster of a dump: annotations, and
     /// the HTTPRoutes and ReferenceGrants it owns.
     Reconcile {
@@ -81,6 +86,38 @@ pub enum Command {
         #[command(flatten)]
         rules: RuleArgs,
     },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("output").required(true).multiple(true))]
+pub struct CertsArgs {
+    /// The webhook's namespace (the overlay's `namespace:`).
+    #[arg(long, default_value = "divert-system")]
+    pub namespace: String,
+    /// The webhook's Service name.
+    #[arg(long, default_value = "divert-webhook")]
+    pub service: String,
+    /// Cluster DNS domain: the certificate is also valid for <service>.<namespace>.svc.<domain>.
+    #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN, value_parser = parse_cluster_domain)]
+    pub cluster_domain: String,
+    /// Write a kubernetes.io/tls Secret manifest (tls.crt, tls.key, ca.crt) to this file.
+    #[arg(long, group = "output")]
+    pub secret: Option<PathBuf>,
+    /// Name of the Secret (the Deployment mounts divert-webhook-tls).
+    #[arg(long, default_value = "divert-webhook-tls")]
+    pub secret_name: String,
+    /// Write ca.crt, tls.crt and tls.key (PEM) into this directory.
+    #[arg(long, group = "output")]
+    pub out_dir: Option<PathBuf>,
+    /// Validity of the serving certificate, in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    /// Validity of the CA, in days (caBundle changes only when the CA does).
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub ca_days: u32,
+    /// Replace files that exist (by default they are kept and nothing is written).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -162,6 +199,62 @@ fn read_input(file: &PathBuf) -> Result<String, String> {
     }
 }
 
+/// Parses the command line. A bad value that came from an environment variable (a boolean
+/// `DIVERT_WEBHOOK_LEGACY_HEADER=yes`, say) is reported naming the variable, which clap does
+/// not do: it names the flag, which the user never typed.
+pub fn parse() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            if let Some(message) = environment_error(&error, &args, |name| std::env::var_os(name)) {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+            error.exit()
+        }
+    }
+}
+
+/// For a clap error about a value the flag took from its environment variable (the flag is not
+/// on the command line, the variable holds the value): the message naming the variable.
+pub fn environment_error(
+    error: &clap::Error,
+    args: &[std::ffi::OsString],
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return None;
+    }
+    let ContextValue::String(flag) = error.get(ContextKind::InvalidArg)? else { return None };
+    let ContextValue::String(value) = error.get(ContextKind::InvalidValue)? else { return None };
+    let long = flag.split_whitespace().next()?.strip_prefix("--")?;
+    let on_command_line = args
+        .iter()
+        .any(|a| a.to_str().is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}="))));
+    if on_command_line {
+        return None;
+    }
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    let arg = command.get_subcommands().flat_map(|c| c.get_arguments()).find(|a| a.get_long() == Some(long))?;
+    let variable = arg.get_env()?.to_str()?;
+    if env(variable)?.to_str()? != value {
+        return None;
+    }
+    let mut expected: Vec<String> = arg.get_possible_values().iter().map(|v| v.get_name().to_string()).collect();
+    if expected.is_empty() && matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+        expected = vec!["true".to_string(), "false".to_string()];
+    }
+    let expected = if expected.is_empty() { String::new() } else { format!("; use one of: {}", expected.join(", ")) };
+    // A value parser's own reason (e.g. "invalid digit found in string") is the error's source.
+    let reason = std::error::Error::source(error).map(|c| format!(": {c}")).unwrap_or_default();
+    Some(format!(
+        "invalid value {value:?} in the environment variable {variable} (of {flag}){reason}{expected}; set it right or unset it"
+    ))
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { serve, rules } => {
@@ -193,14 +286,78 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Mutate { file, cluster, rules } => {
-            offline(&file, cluster.as_ref(), &rules, manifests::mutate_documents_in)
-        }
-        Command::Check { file, cluster, rules } => {
-            offline(&file, cluster.as_ref(), &rules, manifests::check_documents_in)
-        }
+        Command::Mutate { file, cluster, rules } => offline(&file, cluster.as_ref(), &rules, manifests::mutate_file),
+        Command::Check { file, cluster, rules } => offline(&file, cluster.as_ref(), &rules, manifests::check_file),
         Command::Reconcile { cluster, output, rules } => reconcile(&cluster, output, &rules),
+        Command::Certs(args) => match certs(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("divert-webhook certs: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
+}
+
+/// A DNS-1123 label, as Service and namespace names are.
+fn check_label(flag: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{flag} {value:?} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)"))
+    }
+}
+
+fn certs(args: &CertsArgs) -> Result<(), String> {
+    check_label("--namespace", &args.namespace)?;
+    check_label("--service", &args.service)?;
+    let mut files: Vec<(PathBuf, String, bool)> = Vec::new();
+    let issued = crate::certs::issue(
+        crate::certs::dns_names(&args.service, &args.namespace, &args.cluster_domain),
+        args.days,
+        args.ca_days,
+    )?;
+    if let Some(path) = &args.secret {
+        check_label("--secret-name", &args.secret_name)?;
+        files.push((path.clone(), crate::certs::secret_manifest(&issued, &args.secret_name, &args.namespace), true));
+    }
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating --out-dir {}: {e}", dir.display()))?;
+        files.push((dir.join("ca.crt"), issued.ca_pem.clone(), false));
+        files.push((dir.join("tls.crt"), issued.cert_pem.clone(), false));
+        files.push((dir.join("tls.key"), issued.key_pem.clone(), true));
+    }
+    // All or nothing: a CA from one run and a certificate from another would not verify.
+    if !args.force
+        && let Some((path, _, _)) = files.iter().find(|(path, _, _)| path.exists())
+    {
+        return Err(format!("{} exists; nothing written (--force replaces it)", path.display()));
+    }
+    for (path, contents, secret) in &files {
+        write_file(path, contents, *secret).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    eprintln!("certificate for {} written; caBundle on stdout", issued.dns_names.join(", "));
+    println!("{}", crate::certs::ca_bundle(&issued));
+    Ok(())
+}
+
+/// Writes `contents`; a file holding a private key is readable by its owner only.
+fn write_file(path: &std::path::Path, contents: &str, secret: bool) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    options.open(path)?.write_all(contents.as_bytes())
 }
 
 /// The cluster's state from the dump at `file`; unused kinds are named on stderr. `Err` is the
@@ -250,7 +407,7 @@ fn reconcile(file: &PathBuf, output: ReconcileOutput, rules: &RuleArgs) -> ExitC
     ExitCode::SUCCESS
 }
 
-type OfflineRun = fn(&str, &Settings, &ClusterView) -> manifests::Report;
+type OfflineRun = fn(&str, &str, &Settings, &ClusterView) -> manifests::Report;
 
 fn offline(file: &PathBuf, cluster: Option<&PathBuf>, rules: &RuleArgs, run: OfflineRun) -> ExitCode {
     let input = match read_input(file) {
@@ -268,7 +425,8 @@ fn offline(file: &PathBuf, cluster: Option<&PathBuf>, rules: &RuleArgs, run: Off
         }
     };
     let view = state.as_ref().map_or(ClusterView::none(), |state| &state.view);
-    let report = run(&input, &rules.settings(), view);
+    let name = if file.as_os_str() == "-" { "<stdin>".to_string() } else { file.display().to_string() };
+    let report = run(&name, &input, &rules.settings(), view);
     let _ = std::io::stdout().lock().write_all(report.stdout.as_bytes());
     let mut err = std::io::stderr().lock();
     for line in &report.stderr {

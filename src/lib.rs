@@ -4,6 +4,7 @@
 //! Layout: [`rules`] (pure, one module per kind) ← [`review`] (AdmissionReview in/out) ←
 //! edges: [`server`] (HTTPS + metrics), [`manifests`] (offline `mutate`/`check`).
 
+pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod deadline;

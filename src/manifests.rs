@@ -100,7 +100,7 @@ fn process(object: Value, settings: &Settings, cluster: &ClusterView) -> Result<
 
 /// Parses multi-document YAML; empty documents are skipped; a `kind: List` is expanded.
 pub(crate) fn documents(input: &str) -> Result<Vec<Value>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(input).map_err(|e| format!("cannot read YAML: {e}"))?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(input).map_err(|e| yaml_error(&e.to_string(), None))?;
     let mut out = Vec::with_capacity(docs.len());
     for doc in docs {
         match doc {
@@ -111,6 +111,48 @@ pub(crate) fn documents(input: &str) -> Result<Vec<Value>, String> {
             Value::Object(_) => out.push(doc),
             other => return Err(format!("a YAML document is not a Kubernetes object (found {})", type_name(&other))),
         }
+    }
+    Ok(out)
+}
+
+/// The YAML parser's message for a file: its own `error: ` prefix dropped (the caller's line
+/// has one), and its snippet's `<input>` replaced by the file's name.
+fn yaml_error(rendered: &str, file: Option<&str>) -> String {
+    let message = rendered.strip_prefix("error: ").unwrap_or(rendered);
+    match file {
+        Some(file) => format!("{file}: cannot read YAML: {}", message.replace("--> <input>:", &format!("--> {file}:"))),
+        None => format!("cannot read YAML: {message}"),
+    }
+}
+
+/// [`documents`] of the file `file`, which must hold at least one object, each with a `kind`:
+/// an empty file or a document that is not an object is an error naming the file, not a pass.
+fn file_documents(file: &str, input: &str) -> Result<Vec<Value>, String> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(input).map_err(|e| yaml_error(&e.to_string(), Some(file)))?;
+    let mut out = Vec::with_capacity(docs.len());
+    for (i, doc) in docs.into_iter().enumerate() {
+        let number = i + 1;
+        match doc {
+            Value::Null => {}
+            Value::Object(ref map) => match map.get("kind").and_then(Value::as_str) {
+                Some("List") => out.extend(map.get("items").and_then(Value::as_array).into_iter().flatten().cloned()),
+                Some(kind) if !kind.is_empty() => out.push(doc),
+                _ => {
+                    return Err(format!(
+                        "{file}: document {number} has no `kind`, so it is not a Kubernetes object; add `apiVersion` and `kind`"
+                    ));
+                }
+            },
+            other => {
+                return Err(format!(
+                    "{file}: document {number} is not a Kubernetes object (found {}); give manifests (maps with `apiVersion` and `kind`)",
+                    type_name(&other)
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{file}: no Kubernetes objects in it (empty, or only `---` and comments)"));
     }
     Ok(out)
 }
@@ -126,9 +168,9 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn run(input: &str, settings: &Settings, cluster: &ClusterView, print_objects: bool) -> Report {
+fn run(file: Option<&str>, input: &str, settings: &Settings, cluster: &ClusterView, print_objects: bool) -> Report {
     let mut report = Report::default();
-    let docs = match documents(input) {
+    let docs = match file.map_or_else(|| documents(input), |file| file_documents(file, input)) {
         Ok(d) => d,
         Err(e) => {
             report.stderr.push(format!("error: {e}"));
@@ -164,8 +206,15 @@ fn run(input: &str, settings: &Settings, cluster: &ClusterView, print_objects: b
             }
         }
     }
-    if print_objects {
+    if print_objects && report.verdict == Verdict::Passed {
         report.stdout = to_yaml(&out);
+    } else if print_objects {
+        // All or nothing, so that `mutate -f FILE | kubectl apply -f -` (without pipefail)
+        // applies nothing when something is denied or unreadable.
+        let what = if denied > 0 { format!("{denied} object(s) denied") } else { "an unreadable object".to_string() };
+        report
+            .stderr
+            .push(format!("{what}: nothing printed (mutate prints the manifests only when every object is allowed)"));
     } else if denied > 0 {
         report.stderr.push(format!("{denied} object(s) denied"));
     }
@@ -192,22 +241,34 @@ pub fn to_yaml(objects: &[Value]) -> String {
     s
 }
 
-/// `mutate -f`: the mutated manifests on stdout; warnings and denials on stderr.
+/// `mutate -f`: the mutated manifests on stdout, only when every object is allowed (nothing
+/// otherwise); warnings and denials on stderr.
 pub fn mutate_documents(input: &str, settings: &Settings) -> Report {
-    run(input, settings, ClusterView::none(), true)
+    run(None, input, settings, ClusterView::none(), true)
 }
 
 /// `check -f`: a verdict line per object on stdout; denials and warnings on stderr.
 pub fn check_documents(input: &str, settings: &Settings) -> Report {
-    run(input, settings, ClusterView::none(), false)
+    run(None, input, settings, ClusterView::none(), false)
 }
 
 /// `mutate -f --cluster`: [`mutate_documents`] with the cluster's state (SPEC §10.9).
 pub fn mutate_documents_in(input: &str, settings: &Settings, cluster: &ClusterView) -> Report {
-    run(input, settings, cluster, true)
+    run(None, input, settings, cluster, true)
 }
 
 /// `check -f --cluster`: [`check_documents`] with the cluster's state (SPEC §10.9).
 pub fn check_documents_in(input: &str, settings: &Settings, cluster: &ClusterView) -> Report {
-    run(input, settings, cluster, false)
+    run(None, input, settings, cluster, false)
+}
+
+/// `mutate -f FILE` as the command runs it: [`mutate_documents_in`], where errors name `file`
+/// and an empty file or a document without `kind` is an error.
+pub fn mutate_file(file: &str, input: &str, settings: &Settings, cluster: &ClusterView) -> Report {
+    run(Some(file), input, settings, cluster, true)
+}
+
+/// `check -f FILE` as the command runs it (see [`mutate_file`]).
+pub fn check_file(file: &str, input: &str, settings: &Settings, cluster: &ClusterView) -> Report {
+    run(Some(file), input, settings, cluster, false)
 }

@@ -116,7 +116,7 @@ fn unreadable_input_is_a_clear_error() {
     // Exit 2 for input that cannot be read, 1 only for denials: a script can tell them apart.
     let out = divert_webhook(&["mutate", "-f", "-"], Some("a: [unclosed"));
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).starts_with("error: cannot read YAML"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with("error: <stdin>: cannot read YAML"), "{}", text(&out.stderr));
     let out = divert_webhook(&["check", "-f", "/nonexistent/file.yaml"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/nonexistent/file.yaml"));
@@ -127,13 +127,11 @@ fn unreadable_input_is_a_clear_error() {
 
 #[test]
 fn check_names_every_object_as_the_messages_do() {
-    let input = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  generateName: gen-\n  namespace: staging\n  annotations:\n    divert.okteto.com/header: Cindy\nspec:\n  hosts: [h]\n---\napiVersion: networking.istio.io/v1beta2\nkind: VirtualService\nmetadata:\n  name: v\n  namespace: staging\n---\napiVersion: v1\nmetadata:\n  name: nameless-kind\n";
+    // (A document without `kind` is an error: an_empty_file_or_a_document_without_kind_is_reported.)
+    let input = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  generateName: gen-\n  namespace: staging\n  annotations:\n    divert.okteto.com/header: Cindy\nspec:\n  hosts: [h]\n---\napiVersion: networking.istio.io/v1beta2\nkind: VirtualService\nmetadata:\n  name: v\n  namespace: staging\n";
     let out = divert_webhook(&["check", "-f", "-"], Some(input));
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        text(&out.stdout),
-        "denied: VirtualService staging/gen-*\nallowed: VirtualService staging/v\nallowed: object nameless-kind\n"
-    );
+    assert_eq!(text(&out.stdout), "denied: VirtualService staging/gen-*\nallowed: VirtualService staging/v\n");
     assert!(
         text(&out.stderr).starts_with("denied: VirtualService staging/gen-*: metadata.annotations["),
         "{}",
@@ -278,8 +276,101 @@ fn boolean_variables_take_only_true_or_false() {
     for value in ["1", "yes", "TRUE", ""] {
         let out = check(value);
         assert_eq!(out.status.code(), Some(2), "{value:?}");
-        assert!(text(&out.stderr).contains("--legacy-header"), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("--legacy-header"), "{stderr}");
+        // The user set the variable, not the flag: the message names the variable and the values.
+        assert!(stderr.contains("DIVERT_WEBHOOK_LEGACY_HEADER") && stderr.contains("true, false"), "{stderr}");
+        assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
     }
+    // Other settings name their variable too; a bad value on the command line is clap's own error.
+    let out = Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+        .args(["check", "-f", "deploy/examples/namespaces.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("DIVERT_WEBHOOK_DRIVER", "envoy")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("DIVERT_WEBHOOK_DRIVER") && text(&out.stderr).contains("istio, nginx"));
+    let out = divert_webhook(&["check", "-f", "deploy/examples/namespaces.yaml", "--driver", "envoy"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!text(&out.stderr).contains("DIVERT_WEBHOOK_DRIVER"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_filename_flag_says_what_it_reads() {
+    for command in ["mutate", "check"] {
+        let out = divert_webhook(&[command, "--help"], None);
+        let help = text(&out.stdout);
+        let line = help.lines().skip_while(|l| !l.contains("-f, --filename")).nth(1).unwrap_or_default();
+        assert!(line.contains("multi-document YAML") && line.contains("`-` for stdin"), "{command}: {help}");
+    }
+}
+
+/// A YAML error names the file (with line and column, and the snippet's origin) and says
+/// "error:" once.
+#[test]
+fn yaml_errors_name_the_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, "apiVersion: v1\nkind: Namespace\nmetadata: {name: [x\n").unwrap();
+    let shown = path.display().to_string();
+    for command in ["mutate", "check"] {
+        let out = divert_webhook(&[command, "-f", &shown], None);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = text(&out.stderr);
+        assert!(stderr.starts_with(&format!("error: {shown}: cannot read YAML: line ")), "{stderr}");
+        assert!(stderr.contains(&format!("--> {shown}:")), "{stderr}");
+        assert!(!stderr.contains("<input>"), "{stderr}");
+        assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+/// Nothing to check is not a pass: an empty file, one of comments and `---` only, a document
+/// without `kind`.
+#[test]
+fn an_empty_file_or_a_document_without_kind_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("empty.yaml", "", "no Kubernetes objects"),
+        ("comments.yaml", "# nothing yet\n---\n---\n", "no Kubernetes objects"),
+        (
+            "kindless.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nmetadata: {name: b}\n",
+            "document 2 has no `kind`",
+        ),
+    ];
+    for (name, content, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        for command in ["mutate", "check"] {
+            let out = divert_webhook(&[command, "-f", path.to_str().unwrap()], None);
+            assert_eq!(out.status.code(), Some(2), "{command} {name}");
+            let stderr = text(&out.stderr);
+            assert!(stderr.contains(&format!("{}: {expected}", path.display())), "{command} {name}: {stderr}");
+            assert!(out.stdout.is_empty(), "{command} {name}");
+        }
+    }
+    let out = divert_webhook(&["check", "-f", "-"], Some(""));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("<stdin>: no Kubernetes objects"));
+}
+
+/// `mutate -f FILE | kubectl apply -f -` without pipefail must apply nothing denied: when any
+/// object is denied, mutate prints nothing at all and exits 1.
+#[test]
+fn mutate_prints_nothing_when_an_object_is_denied() {
+    let out = divert_webhook(&["mutate", "-f", "-"], Some(CONFLICT));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "printed: {}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("denied: Namespace two-meshes"), "{stderr}");
+    assert!(stderr.contains("1 object(s) denied: nothing printed"), "{stderr}");
+    // The same objects without the denied one are printed.
+    let allowed: String = CONFLICT.split("---").filter(|d| !d.contains("two-meshes")).collect::<Vec<_>>().join("---");
+    let out = divert_webhook(&["mutate", "-f", "-"], Some(&allowed));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("name: fine"));
 }
 
 /// SPEC §10.9: `mutate --cluster` and `check --cluster` answer as the server would in the
@@ -291,6 +382,18 @@ fn mutate_and_check_with_a_cluster_dump_give_the_cluster_aware_answers() {
     let out = divert_webhook(&["mutate", "-f", shop, "--cluster", dump], None);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "the Namespace dave is denied: {stderr}");
+    assert!(out.stdout.is_empty(), "mutate prints nothing when something is denied");
+    assert!(
+        stderr.contains("denied: Namespace dave: label divert.okteto.com/from: \"dave\" is this namespace itself"),
+        "{stderr}"
+    );
+    // The same file without the denied Namespace.
+    let text_of_shop = std::fs::read_to_string(format!("{}/{shop}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let allowed: Vec<&str> = text_of_shop.split("\n---\n").filter(|d| !d.contains("name: dave")).collect();
+    assert_eq!(allowed.len(), 2);
+    let out = divert_webhook(&["mutate", "-f", "-", "--cluster", dump], Some(&allowed.join("\n---\n")));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text(&out.stdout)).unwrap();
     let names = |doc: &Value| -> Vec<String> {
         doc["spec"]["http"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap_or("-").to_string()).collect()
@@ -301,13 +404,9 @@ fn mutate_and_check_with_a_cluster_dump_give_the_cluster_aware_answers() {
     assert!(stderr.contains("warning: VirtualService staging/shop: divert of cindy: route web sends to no Service that cindy runs: not diverted"), "{stderr}");
     // cindy is a developer namespace: its VirtualService gets the header without an annotation (§10.3).
     assert_eq!(docs[1]["spec"]["http"][0]["headers"]["request"]["add"]["baggage"], "okteto-divert=cindy");
-    assert!(
-        stderr.contains("denied: Namespace dave: label divert.okteto.com/from: \"dave\" is this namespace itself"),
-        "{stderr}"
-    );
 
     // Without the dump: every route to staging is diverted, and cindy's VirtualService is left alone.
-    let out = divert_webhook(&["mutate", "-f", shop], None);
+    let out = divert_webhook(&["mutate", "-f", "-"], Some(&allowed.join("\n---\n")));
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text(&out.stdout)).unwrap();
     assert_eq!(
         names(&docs[0]),

@@ -192,3 +192,22 @@ async fn sigint_stops_the_server_the_same_way() {
     assert!(started.elapsed() >= Duration::from_millis(500), "exited before the shutdown delay");
     assert!(log.contains("SIGINT received") && log.contains("shutdown complete"), "{log}");
 }
+
+#[tokio::test]
+async fn a_second_ctrl_c_cuts_the_shutdown_delay_short() {
+    // Ctrl-C twice in a terminal: no waiting out a long delay; still a clean exit.
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let (mut server, _https, metrics) = start_serving(dir.path(), &["--shutdown-delay", "60s"]).await;
+    signal(&server, "-INT");
+    eventually("/readyz answers 503", || async { readyz(metrics).await == Some(503) }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(server.0.try_wait().unwrap().is_none(), "exited before the shutdown delay ended");
+    let started = Instant::now();
+    signal(&server, "-INT");
+    let status = exit_status(&mut server).await;
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the second SIGINT did not end the 60s delay");
+    assert!(log.contains("shutdown delay cut short") && log.contains("shutdown complete"), "{log}");
+}

@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use http_body_util::BodyExt as _;
 use tokio::sync::Semaphore;
 
-use super::metrics::Metrics;
+use super::metrics::{Format, Listener, Metrics};
 use super::{MAX_BODY_BYTES, Readiness, parse_duration};
 use crate::cluster::{ClusterSnapshot, ClusterView};
 use crate::deadline::Deadline;
@@ -66,6 +66,8 @@ pub fn admission_router(
 ) -> Router {
     let bodies = Arc::new(Semaphore::new(BODY_MEMORY_BUDGET / 1024));
     let trees = Arc::new(Semaphore::new(TREE_MEMORY_BUDGET / 1024));
+    let not_found =
+        unrouted(metrics.clone(), Listener::Admission, "the webhook serves POST /mutate and POST /validate");
     let state = Arc::new(Admission { settings, cluster, metrics, request_timeout, bodies, trees });
     Router::new()
         .route(
@@ -76,21 +78,43 @@ pub fn admission_router(
             "/validate",
             post(|State(state): State<Arc<Admission>>, request: Request| answer(state, Endpoint::Validate, request)),
         )
-        .fallback(|| async {
-            text(StatusCode::NOT_FOUND, "not found: the webhook serves POST /mutate and POST /validate")
-        })
+        .fallback(not_found.0)
+        .method_not_allowed_fallback(not_found.1)
         .with_state(state)
 }
 
+/// The 404 and 405 handlers of `listener`: counted, and answered with what the port serves.
+#[allow(clippy::type_complexity)]
+fn unrouted(
+    metrics: Arc<Metrics>,
+    listener: Listener,
+    serves: &'static str,
+) -> (
+    impl Fn() -> std::future::Ready<Response> + Clone + Send + Sync + 'static,
+    impl Fn() -> std::future::Ready<Response> + Clone + Send + Sync + 'static,
+) {
+    let other = metrics.clone();
+    (
+        move || {
+            metrics.unrouted(listener, "404");
+            std::future::ready(text(StatusCode::NOT_FOUND, format!("not found: {serves}")))
+        },
+        move || {
+            other.unrouted(listener, "405");
+            std::future::ready(text(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed: {serves}")))
+        },
+    )
+}
+
 pub fn metrics_router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+    let not_found = unrouted(metrics.clone(), Listener::Metrics, "this port serves GET /metrics, /healthz and /readyz");
     Router::new()
         .route(
             "/metrics",
-            get(move || async move {
-                (
-                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                    metrics.encode(),
-                )
+            get(move |request: Request| async move {
+                let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                let format = Format::negotiate(accept);
+                ([(header::CONTENT_TYPE, format.content_type())], metrics.encode(format))
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
@@ -103,9 +127,8 @@ pub fn metrics_router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
                 }
             }),
         )
-        .fallback(|| async {
-            text(StatusCode::NOT_FOUND, "not found: this port serves /metrics, /healthz and /readyz")
-        })
+        .fallback(not_found.0)
+        .method_not_allowed_fallback(not_found.1)
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response {
@@ -135,6 +158,7 @@ enum Reviewed {
 /// Reads the body, reviews it and answers, all within the request's deadline.
 async fn answer(state: Arc<Admission>, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
+    let _in_flight = state.metrics.review_in_flight();
     let deadline = deadline(endpoint, request.uri().query(), state.request_timeout);
     let until = tokio::time::Instant::now() + deadline;
     let http1 = request.version() < Version::HTTP_2;
@@ -337,8 +361,26 @@ async fn discard(mut rest: Body, budget: u64, until: tokio::time::Instant) -> bo
 }
 
 /// The one log line per answered review. The values a client chooses (uid, kind, namespace,
-/// name) go through [`LogValue`], so they cannot forge a line or a field.
+/// name) go through [`LogValue`], so they cannot forge a line or a field. A denial's line also
+/// names its reasons (the slugs of `divert_webhook_denials_total`).
 fn log_review(endpoint: Endpoint, summary: &Summary, elapsed: Duration) {
+    if !summary.denial_reasons.is_empty() {
+        tracing::info!(
+            endpoint = endpoint.as_str(),
+            uid = %LogValue(&summary.uid),
+            kind = %LogValue(&summary.kind),
+            namespace = %LogValue(&summary.namespace),
+            name = %LogValue(&summary.name),
+            operation = summary.operation,
+            decision = summary.outcome.as_str(),
+            reasons = %Reasons(&summary.denial_reasons),
+            patch_operations = summary.patch_operations,
+            warnings = summary.warnings,
+            micros = elapsed.as_micros() as u64,
+            "review"
+        );
+        return;
+    }
     tracing::info!(
         endpoint = endpoint.as_str(),
         uid = %LogValue(&summary.uid),
@@ -352,6 +394,21 @@ fn log_review(endpoint: Endpoint, summary: &Summary, elapsed: Duration) {
         micros = elapsed.as_micros() as u64,
         "review"
     );
+}
+
+/// Denial reasons for a log field: `a,b` (slugs are plain, so no quoting is needed).
+struct Reasons<'a>(&'a [&'static str]);
+
+impl std::fmt::Display for Reasons<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, reason) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(reason)?;
+        }
+        Ok(())
+    }
 }
 
 /// A value from the request, for a log field: written as is when it is plain (letters, digits

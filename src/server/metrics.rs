@@ -1,4 +1,6 @@
-//! Prometheus metrics (prometheus-client text format), all named `divert_webhook_*`.
+//! Prometheus metrics: the webhook's own, named `divert_webhook_*`, and the standard
+//! `process_*` ones (read from /proc at scrape time, [`process`]). Rendered as OpenMetrics text,
+//! or as the Prometheus text format 0.0.4 for a client that asks for that only ([`Format`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +13,19 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::process::ProcessCollector;
 use crate::cluster::caches::CacheMetrics;
+
 use crate::review::{Endpoint, Outcome, Summary};
 use crate::rules::Kind;
 
-/// Review latency buckets, 50µs to 1s: the rules answer in well under a millisecond.
-const LATENCY_BUCKETS: [f64; 14] =
-    [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Review latency buckets, 50µs to 30s: the rules answer in well under a millisecond, but a
+/// review may wait (memory budget, regex compilation) up to its deadline, at most 30 s
+/// (--request-timeout; the apiserver's timeoutSeconds is at most 30).
+const LATENCY_BUCKETS: [f64; 18] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
@@ -42,6 +50,76 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnroutedLabels {
+    listener: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+/// The two ports, as metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Admission,
+    Metrics,
+}
+
+impl Listener {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Admission => "admission",
+            Listener::Metrics => "metrics",
+        }
+    }
+}
+
+/// How /metrics is rendered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4.
+    Text004,
+}
+
+impl Format {
+    /// OpenMetrics unless the client accepts `text/plain` and not OpenMetrics (a media range
+    /// with `q=0` is refused).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let mut text = false;
+        for range in accept.unwrap_or("").split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let refused =
+                parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)));
+            if refused {
+                continue;
+            }
+            match media.as_str() {
+                "application/openmetrics-text" => return Format::OpenMetrics,
+                "text/plain" => text = true,
+                _ => {}
+            }
+        }
+        if text { Format::Text004 } else { Format::OpenMetrics }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text004 => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -49,6 +127,11 @@ fn latency_histogram() -> Histogram {
 /// Every metric the server exports, and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
+    reviews_in_flight: Gauge,
+    unrouted: Family<UnroutedLabels, Counter>,
+    connections: Family<ListenerLabels, Gauge>,
+    connection_limit: Family<ListenerLabels, Gauge>,
+    tls_handshake_failure_classes: Family<ClassLabels, Counter>,
     reviews: Family<ReviewLabels, Counter>,
     review_seconds: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     denials: Family<ReasonLabels, Counter>,
@@ -71,7 +154,35 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("divert_webhook");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("divert_webhook");
+        let reviews_in_flight = Gauge::default();
+        let unrouted = Family::<UnroutedLabels, Counter>::default();
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        let connection_limit = Family::<ListenerLabels, Gauge>::default();
+        let tls_handshake_failure_classes = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "reviews_in_flight",
+            "AdmissionReviews being read, reviewed or answered right now",
+            reviews_in_flight.clone(),
+        );
+        registry.register(
+            "unrouted_requests",
+            "Requests answered 404 (no such path) or 405 (wrong method), by listener and status",
+            unrouted.clone(),
+        );
+        registry.register("connections", "Open connections, by listener", connections.clone());
+        registry.register(
+            "connections_limit",
+            "Most connections served at once, by listener (--max-connections); more wait in the listen backlog",
+            connection_limit.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures_by_class",
+            "Failed TLS handshakes by class: client-rejected-certificate (wrong caBundle?), not-tls, timeout, other",
+            tls_handshake_failure_classes.clone(),
+        );
         let reviews = Family::<ReviewLabels, Counter>::default();
         let review_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let denials = Family::<ReasonLabels, Counter>::default();
@@ -112,14 +223,25 @@ impl Metrics {
             "Build information",
             Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
         );
-        let reconciler = crate::cluster::writer::ReconcilerMetrics::register(&mut registry);
-        let caches = CacheMetrics::register(&mut registry);
+        let reconciler = crate::cluster::writer::ReconcilerMetrics::register(registry);
+        let caches = CacheMetrics::register(registry);
         // Both results exist from the start, so a first failure reads as 0 -> 1.
         for result in ["success", "failure"] {
             let _ = certificate_reloads.get_or_create(&ResultLabels { result });
         }
+        for listener in [Listener::Admission, Listener::Metrics] {
+            for status in ["404", "405"] {
+                let _ = unrouted.get_or_create(&UnroutedLabels { listener: listener.as_str(), status });
+            }
+            let _ = connections.get_or_create(&ListenerLabels { listener: listener.as_str() });
+        }
         Metrics {
-            registry,
+            registry: root,
+            reviews_in_flight,
+            unrouted,
+            connections,
+            connection_limit,
+            tls_handshake_failure_classes,
             reviews,
             review_seconds,
             denials,
@@ -177,16 +299,85 @@ impl Metrics {
         self.certificate_expiry.set(unix_seconds);
     }
 
-    pub fn tls_handshake_failed(&self) {
+    pub fn tls_handshake_failed(&self, class: &'static str) {
         self.tls_handshake_failures.inc();
+        self.tls_handshake_failure_classes.get_or_create(&ClassLabels { class }).inc();
     }
 
-    /// The text exposition (OpenMetrics text, which Prometheus scrapes natively).
-    pub fn encode(&self) -> String {
+    /// Counts a review from its start until the returned guard is dropped (an atomic each way).
+    pub fn review_in_flight(&self) -> InFlight<'_> {
+        self.reviews_in_flight.inc();
+        InFlight(&self.reviews_in_flight)
+    }
+
+    pub fn unrouted(&self, listener: Listener, status: &'static str) {
+        self.unrouted.get_or_create(&UnroutedLabels { listener: listener.as_str(), status }).inc();
+    }
+
+    /// The gauge of open connections of `listener` (taken once, then an atomic per connection).
+    pub fn connections(&self, listener: Listener) -> Gauge {
+        self.connections.get_or_create(&ListenerLabels { listener: listener.as_str() }).clone()
+    }
+
+    pub fn set_connection_limit(&self, listener: Listener, limit: usize) {
+        self.connection_limit.get_or_create(&ListenerLabels { listener: listener.as_str() }).set(limit as i64);
+    }
+
+    /// The exposition in `format`.
+    pub fn encode(&self, format: Format) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
-        text
+        match format {
+            Format::OpenMetrics => text,
+            Format::Text004 => text_004(&text),
+        }
     }
+}
+
+/// Decrements the in-flight gauge when the review is over, however it ended.
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The Prometheus text format 0.0.4 of an OpenMetrics exposition as prometheus-client writes it:
+/// a counter's family is named with its `_total` suffix, an info metric is a gauge named
+/// `_info`, `unknown` is `untyped`; no `# UNIT` lines, no `# EOF`; HELP escapes no quotes.
+fn text_004(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, String)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, text.replace("\\\"", "\"")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (suffix, kind) = match kind {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "unknown" => ("", "untyped"),
+                other => ("", other),
+            };
+            if let Some((help_name, text)) = help.take()
+                && help_name == name
+            {
+                out.push_str(&format!("# HELP {name}{suffix} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Kinds with rules keep their name; any other kind is `other`, so a client cannot grow the

@@ -9,6 +9,7 @@ mod connection;
 mod duration;
 mod http;
 mod metrics;
+mod process;
 mod tls;
 
 use std::future::Future;
@@ -23,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use duration::parse_duration;
-pub use metrics::Metrics;
+pub use metrics::{Format, Listener, Metrics};
 
 use crate::cluster::ClusterSnapshot;
 use crate::cluster::access::{self, Access};
@@ -33,6 +34,10 @@ use crate::settings::Settings;
 use connection::ConnectionLimits;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Connections the metrics port serves at once (scrapes and probes need a few); more wait in
+/// its backlog. Bounded so that idle connections there cannot take the pod's memory either.
+pub const METRICS_MAX_CONNECTIONS: usize = 64;
 
 /// Largest AdmissionReview body accepted (SPEC §8); larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -85,6 +90,10 @@ pub struct ServeArgs {
     /// How often --tls-cert and --tls-key are checked for changes.
     #[arg(long, env = "DIVERT_WEBHOOK_CERT_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub cert_reload_interval: Duration,
+    /// Most connections the HTTPS port serves at once; further ones wait in the listen backlog
+    /// (1024) until one closes. An idle connection holds about 13 KiB.
+    #[arg(long, env = "DIVERT_WEBHOOK_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Log line format on stderr.
     #[arg(long, env = "DIVERT_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -117,9 +126,8 @@ impl Server {
     pub async fn bind(args: ServeArgs, settings: Settings) -> Result<Server, Error> {
         let metrics = Arc::new(Metrics::new());
         let tls = tls::Tls::from_args(&args, &metrics)?;
-        let https = TcpListener::bind(args.addr).await.map_err(|e| format!("binding --addr {}: {e}", args.addr))?;
-        let metrics_listener = TcpListener::bind(args.metrics_addr)
-            .await
+        let https = connection::bind(args.addr).map_err(|e| format!("binding --addr {}: {e}", args.addr))?;
+        let metrics_listener = connection::bind(args.metrics_addr)
             .map_err(|e| format!("binding --metrics-addr {}: {e}", args.metrics_addr))?;
         Ok(Server {
             https_addr: https.local_addr()?,
@@ -164,6 +172,16 @@ impl Server {
     /// delay, the listener closes, in-flight requests finish and idle connections close (bounded
     /// by the drain timeout). Returns once everything is closed.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// [`Server::run`], where `hurry` completing during the shutdown delay ends the delay at
+    /// once (a second Ctrl-C or SIGTERM); in-flight requests still finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        hurry: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
         let Server {
             args,
             https,
@@ -218,21 +236,24 @@ impl Server {
         let reloader = tls.watch_files(args.cert_reload_interval, metrics.clone());
         let admission = http::admission_router(settings, metrics.clone(), view, args.request_timeout);
         let (https_drain, https_draining) = watch::channel(false);
-        let https_task = tokio::spawn(connection::accept_loop(
-            https,
-            Some((tls.acceptor(), metrics.clone())),
-            admission,
-            limits,
-            https_draining,
-        ));
+        let https_port = connection::Port {
+            listener: https,
+            kind: metrics::Listener::Admission,
+            tls: Some(tls.acceptor()),
+            router: admission,
+            max_connections: args.max_connections as usize,
+        };
+        let https_task = tokio::spawn(connection::accept_loop(https_port, metrics.clone(), limits, https_draining));
         let (metrics_drain, metrics_draining) = watch::channel(false);
-        let metrics_task = tokio::spawn(connection::accept_loop(
-            metrics_listener,
-            None,
-            http::metrics_router(metrics.clone(), readiness),
-            limits,
-            metrics_draining,
-        ));
+        let metrics_port = connection::Port {
+            listener: metrics_listener,
+            kind: metrics::Listener::Metrics,
+            tls: None,
+            router: http::metrics_router(metrics.clone(), readiness),
+            max_connections: METRICS_MAX_CONNECTIONS,
+        };
+        let metrics_task =
+            tokio::spawn(connection::accept_loop(metrics_port, metrics.clone(), limits, metrics_draining));
         tracing::info!(%https_addr, %metrics_addr, "serving");
 
         shutdown.await;
@@ -244,8 +265,14 @@ impl Server {
                 tracing::warn!("the reconciler did not stop within 5s; going on with the shutdown");
             }
         }
-        tracing::info!(delay = ?args.shutdown_delay, "shutdown began: /readyz fails, still serving for the shutdown delay");
-        tokio::time::sleep(args.shutdown_delay).await;
+        tracing::info!(
+            delay = ?args.shutdown_delay,
+            "shutdown began: /readyz fails, still serving for the shutdown delay (a second signal ends it)"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(args.shutdown_delay) => {}
+            _ = hurry => tracing::info!("second signal: shutdown delay cut short"),
+        }
         tracing::info!(drain_timeout = ?args.drain_timeout, "closing the listener, finishing in-flight requests");
         let _ = https_drain.send(true);
         let https_result = https_task.await;
@@ -289,7 +316,7 @@ pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::Worker
 }
 
 /// `divert-webhook serve`: decide the mode (cluster or not, logged with why), bind, then run
-/// until SIGTERM or SIGINT.
+/// until SIGTERM or SIGINT; a second one cuts the shutdown delay short.
 pub async fn serve(args: ServeArgs, settings: Settings) -> Result<(), Error> {
     let _log_writer = init_logging(args.log_format);
     let access = access::connect(args.no_cluster).await?;
@@ -312,7 +339,21 @@ pub async fn serve(args: ServeArgs, settings: Settings) -> Result<(), Error> {
             server
         }
     };
-    server.run(shutdown_signal()).await
+    let (signals, mut received) = watch::channel(0u32);
+    let listener = tokio::spawn(count_signals(signals));
+    let mut second = received.clone();
+    let result = server
+        .run_until(
+            async move {
+                let _ = received.wait_for(|n| *n >= 1).await;
+            },
+            async move {
+                let _ = second.wait_for(|n| *n >= 2).await;
+            },
+        )
+        .await;
+    listener.abort();
+    result
 }
 
 /// What `/readyz` answers from: not while shutting down, and in cluster mode not before every
@@ -334,26 +375,24 @@ impl Readiness {
     }
 }
 
-/// Completes on SIGTERM (the kubelet stopping the pod) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// Counts SIGTERM (the kubelet stopping the pod) and SIGINT (Ctrl-C) into `count`.
+async fn count_signals(count: watch::Sender<u32>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => {
+            (Ok(mut term), Ok(mut int)) => loop {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
                     _ = int.recv() => tracing::info!("SIGINT received"),
                 }
-            }
-            _ => {
-                tracing::error!("cannot install signal handlers; only Ctrl-C will stop the server");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+                count.send_modify(|n| *n += 1);
+            },
+            _ => tracing::error!("cannot install signal handlers; only Ctrl-C will stop the server"),
         }
     }
-    #[cfg(not(unix))]
-    {
+    loop {
         let _ = tokio::signal::ctrl_c().await;
+        count.send_modify(|n| *n += 1);
     }
 }

@@ -485,14 +485,14 @@ pub fn raise_open_files_limit(needed: libc::rlim_t) -> libc::rlim_t {
     limit.rlim_cur
 }
 
-/// The deployment's memory limit in bytes, as deploy/webhook.yaml sets it (`limits: {memory: 128Mi}`).
+/// The deployment's memory limit in bytes, as deploy/base/deployment.yaml sets it (`limits: {memory: 128Mi}`).
 pub fn deployment_memory_limit() -> u64 {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/webhook.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/deployment.yaml");
     let yaml = std::fs::read_to_string(&path).unwrap();
     let value = yaml
         .lines()
         .find_map(|line| line.split_once("limits:")?.1.split_once("memory:").map(|(_, v)| v.to_string()))
-        .expect("deploy/webhook.yaml sets limits: {memory: ...}");
+        .expect("deploy/base/deployment.yaml sets limits: {memory: ...}");
     let value = value.trim().trim_end_matches(['}', ',', ' ']);
     let (number, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len()));
     let number: u64 = number.parse().unwrap_or_else(|_| panic!("memory limit {value:?}"));
