@@ -370,7 +370,8 @@ async fn the_binary_says_which_mode_it_is_in_and_why() {
 
     for (env, flags, mode, why) in [
         (
-            vec![("KUBECONFIG", kubeconfig.to_str().unwrap())],
+            // The reconciler's Lease lives in the webhook's namespace: a pod's, here the variable's.
+            vec![("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAMESPACE", "divert-system")],
             vec![],
             "cluster",
             kubeconfig.to_str().unwrap().to_string(),
@@ -546,4 +547,30 @@ async fn the_fake_api_takes_leases_applies_and_json_patches() {
     assert!(api.get(&VIRTUAL_SERVICES, "staging", "shop").unwrap()["metadata"]["annotations"].get("owner").is_some());
     assert_eq!(send(json_patch("someone")).await.unwrap().status(), 200);
     assert!(api.get(&VIRTUAL_SERVICES, "staging", "shop").unwrap()["metadata"]["annotations"].get("owner").is_none());
+}
+
+/// In cluster mode the reconciler needs the webhook's namespace for its Lease: without one
+/// `serve` stops at once, naming the ways out, rather than running without its writer.
+#[tokio::test]
+async fn cluster_mode_without_the_webhooks_namespace_stops_naming_the_fix() {
+    let api = FakeApi::start(all_resources()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_divert-webhook"))
+            .args(["serve", "--self-signed", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("DIVERT_WEBHOOK_NAMESPACE")
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+    });
+    let output = tokio::time::timeout(Duration::from_secs(20), output).await.expect("serve stops").unwrap().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for fix in ["--namespace", "$POD_NAMESPACE", "--no-reconcile"] {
+        assert!(stderr.contains(fix), "{fix} not named: {stderr}");
+    }
 }

@@ -99,7 +99,7 @@ impl LeaseConfig {
             .or_else(|| std::fs::read_to_string(NAMESPACE_FILE).ok().and_then(non_empty))
             .ok_or_else(|| {
                 format!(
-                    "the Lease {LEASE_NAME} needs the webhook's namespace: set --namespace or $POD_NAMESPACE (not running in a pod: {NAMESPACE_FILE} is missing), or pass --no-leader-election"
+                    "the Lease {LEASE_NAME} needs the webhook's namespace: set --namespace or $POD_NAMESPACE (not running in a pod: {NAMESPACE_FILE} is missing), or pass --no-leader-election (one replica) or --no-reconcile"
                 )
             })?;
         let identity = ["POD_NAME", "HOSTNAME"]
