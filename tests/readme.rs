@@ -15,7 +15,7 @@ fn quick_start_is_two_commands_run_the_webhook_and_run_the_tests() {
     let block = readme[start..].split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
     let commands: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(commands.len(), 2, "{commands:?}");
-    assert!(commands[0].contains("serve --self-signed"), "{}", commands[0]);
+    assert!(commands[0].contains("serve --no-cluster --self-signed"), "{}", commands[0]);
     assert_eq!(commands[1], "bash .ci/run");
 }
 
