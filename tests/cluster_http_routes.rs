@@ -339,13 +339,24 @@ async fn routes_are_written_only_while_holding_the_lease() {
     api.put(service("staging", "api", 8080));
     api.put(service("cindy", "api", 8080));
     api.put(api_route());
-    // Held by replica-b, which stops renewing it: replica-a sees it unchanged for its duration
-    // by its own clock, then takes it.
-    api.put(json!({
+    // Held by replica-b, which renews it (every change restarts replica-a's count of its
+    // duration, measured by replica-a's own clock) until told to stop.
+    let lease_object = json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "divert-webhook", "namespace": "divert-system"},
         "spec": {"holderIdentity": "replica-b", "leaseDurationSeconds": 2},
-    }));
+    });
+    api.put(lease_object.clone());
+    let api = Arc::new(api);
+    let renewing = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                api.put(lease_object.clone());
+            }
+        })
+    };
     let lease = LeaseConfig {
         duration: Duration::from_secs(2),
         renew_interval: Duration::from_millis(300),
@@ -355,8 +366,13 @@ async fn routes_are_written_only_while_holding_the_lease() {
     let replica = Replica::start(&api, Settings::default(), Some(lease));
     let mut snapshots = replica.caches.snapshots();
     snapshot_where(&mut snapshots, "the shared route", |s| !s.state.http_routes.is_empty()).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Past one duration of the Lease: replica-a has been trying all along.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(owned_writes(&api), Vec::<String>::new(), "replica-b holds the Lease");
+    assert!(api.get(&HTTP_ROUTES, "staging", "api-divert-cindy").is_none());
+
+    // replica-b stops renewing: once the Lease lapses, replica-a takes it and writes.
+    renewing.abort();
     eventually("replica-a holds the Lease and writes", || {
         api.get(&HTTP_ROUTES, "staging", "api-divert-cindy").is_some()
     })

@@ -21,14 +21,13 @@
 //! Nothing is published (`None`) until every cache has listed once; then a new snapshot after
 //! each burst of changes ([`CacheOptions::rebuild_delay`]), and only when it differs.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
-use std::borrow::Cow;
-
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -624,12 +624,17 @@ impl OwnedChange {
     /// Does `other` write the same thing (whatever the stored object it was planned from)?
     pub fn same_write(&self, other: &OwnedChange) -> bool {
         match (self, other) {
-            (OwnedChange::Create(a) | OwnedChange::Update { desired: a, .. }, OwnedChange::Create(b))
-            | (OwnedChange::Create(a) | OwnedChange::Update { desired: a, .. }, OwnedChange::Update { desired: b, .. }) => {
-                a == b
-            }
             (OwnedChange::Delete(a), OwnedChange::Delete(b)) => a == b,
-            _ => false,
+            (OwnedChange::Delete(_), _) | (_, OwnedChange::Delete(_)) => false,
+            _ => self.desired() == other.desired(),
+        }
+    }
+
+    /// The object a creation or an update writes.
+    fn desired(&self) -> Option<&Value> {
+        match self {
+            OwnedChange::Create(object) | OwnedChange::Update { desired: object, .. } => Some(object),
+            OwnedChange::Delete(_) => None,
         }
     }
 
