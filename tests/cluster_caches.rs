@@ -172,7 +172,15 @@ async fn the_caches_list_then_readyz_passes_and_the_cluster_changes_what_mutate_
     api.set_unavailable(false);
     eventually("/readyz passes", || async { running.readyz().await == (200, "ready\n".to_string()) }).await;
     let text = running.server.metrics_text().await;
-    for cache in ["namespaces", "services", "virtualservices", "ingresses", "httproutes", "linkerd-httproutes", "referencegrants"] {
+    for cache in [
+        "namespaces",
+        "services",
+        "virtualservices",
+        "ingresses",
+        "httproutes",
+        "linkerd-httproutes",
+        "referencegrants",
+    ] {
         assert_eq!(metric(&text, &sample("cache_synced", cache)), 1.0, "{cache}: {text}");
         assert!(text.contains(&sample("cache_last_event_age_seconds", cache)), "{cache}: {text}");
     }

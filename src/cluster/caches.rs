@@ -767,7 +767,11 @@ mod tests {
 
     fn service(name: &str, namespace: &str, ports: &[i32]) -> ServicePorts {
         ServicePorts {
-            metadata: ObjectMeta { name: Some(name.into()), namespace: Some(namespace.into()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                ..ObjectMeta::default()
+            },
             spec: Some(PortsSpec { ports: Some(ports.iter().map(|&port| PortNumber { port }).collect()) }),
         }
     }

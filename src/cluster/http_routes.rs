@@ -975,7 +975,10 @@ items:
         let mut theirs = desired.clone();
         theirs["metadata"].as_object_mut().unwrap().remove("labels");
         let problem = create.again(Some(&theirs)).unwrap_err();
-        assert!(problem.starts_with("HTTPRoute staging/api-divert-cindy exists and is not divert-webhook's"), "{problem}");
+        assert!(
+            problem.starts_with("HTTPRoute staging/api-divert-cindy exists and is not divert-webhook's"),
+            "{problem}"
+        );
         let mut stored = desired.clone();
         stored["metadata"]["uid"] = json!("u-1");
         assert_eq!(create.again(Some(&stored)), Ok(None), "already as desired");

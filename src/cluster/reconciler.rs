@@ -144,8 +144,7 @@ pub async fn reconcile_while_held(
         let wake = match latest {
             None => None,
             Some(snapshot) => {
-                let round =
-                    round(writer, &mut snapshots, snapshot, settings, config.stale_grace, &mut problems).await;
+                let round = round(writer, &mut snapshots, snapshot, settings, config.stale_grace, &mut problems).await;
                 if round.stopped {
                     // Lost the Lease: the caller cancels this; wait for it.
                     std::future::pending::<()>().await;

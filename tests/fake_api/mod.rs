@@ -575,9 +575,8 @@ async fn handle(
                 (options.pointer("/preconditions/uid").and_then(Value::as_str), stored_uid.as_deref())
                 && wanted != stored
             {
-                let message = format!(
-                    "Precondition failed: UID in precondition: {wanted}, UID in object meta: {stored}"
-                );
+                let message =
+                    format!("Precondition failed: UID in precondition: {wanted}, UID in object meta: {stored}");
                 return json_response(409, &status(409, "Conflict", &message));
             }
             match state.remove(&resource, &namespace_str, &name, true) {
