@@ -362,6 +362,8 @@ async fn the_binary_says_which_mode_it_is_in_and_why() {
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBECONFIG")
             .env("HOME", dir.path())
+            // In cluster mode the reconciler's Lease needs the webhook's namespace (a pod's).
+            .env("POD_NAMESPACE", "divert-system")
             .stdin(std::process::Stdio::null())
             .stderr(log.reopen().unwrap());
         for (name, value) in env {
@@ -452,6 +454,7 @@ async fn memory_of_5000_namespaces_and_50000_services() {
         .args(["serve", "--self-signed", "--write-ca", ca_path.to_str().unwrap()])
         .args(["--addr", &https.to_string(), "--metrics-addr", &metrics.to_string()])
         .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", "divert-system")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
