@@ -325,7 +325,9 @@ async fn someone_elses_object_in_the_way_is_left_alone_and_a_shared_route_takes_
     .await;
     let writes = owned_writes(&api);
     assert!(
-        writes.iter().any(|w| w.starts_with("DELETE ") && w.trim_end_matches('?').ends_with("/httproutes/api-divert-cindy")),
+        writes
+            .iter()
+            .any(|w| w.starts_with("DELETE ") && w.trim_end_matches('?').ends_with("/httproutes/api-divert-cindy")),
         "{writes:?}"
     );
     assert_eq!(replica.metrics.errors(), 0);
