@@ -155,9 +155,9 @@ fn the_httproutes_doc_quotes_real_output() {
         run(&["mutate", "--driver", "nginx", "--cluster", fixture, "-f", "deploy/examples/httproute-developer.yaml"]);
     assert_eq!(block_after(&doc, "deploy/examples/httproute-developer.yaml` prints"), mutated);
     assert!(mutated.contains("okteto-divert=cindy"));
-    // The webhook rules the doc quotes are deploy/webhook.yaml's.
-    let webhook = read("deploy/webhook.yaml");
+    // The webhook rules the doc quotes are deploy/base/webhooks.yaml's.
+    let webhook = read("deploy/base/webhooks.yaml");
     for line in block_after(&doc, "`/mutate` and `/validate`:").lines() {
-        assert!(webhook.contains(line.trim()), "deploy/webhook.yaml lacks {line}");
+        assert!(webhook.contains(line.trim()), "deploy/base/webhooks.yaml lacks {line}");
     }
 }
