@@ -205,12 +205,19 @@ async fn the_caches_list_then_readyz_passes_and_the_cluster_changes_what_mutate_
     })
     .await;
 
-    // The request path never calls the API.
-    let requests = api.requests().len();
+    // The request path never calls the API. (The caches' own discovery, `GET /apis/GROUP/VERSION`
+    // every 300 ms here for each of the kinds it looks up, goes on meanwhile: left out.)
+    let not_discovery = |api: &FakeApi| -> Vec<String> {
+        let discovery = |r: &String| {
+            r.strip_prefix("GET /apis/").is_some_and(|gv| gv.split('?').next().unwrap_or("").matches('/').count() == 1)
+        };
+        api.requests().into_iter().filter(|r| !discovery(r)).collect()
+    };
+    let requests = not_discovery(&api).len();
     for _ in 0..3 {
         running.mutate(&shop()).await;
     }
-    assert_eq!(api.requests().len(), requests, "{:?}", &api.requests()[requests..]);
+    assert_eq!(not_discovery(&api).len(), requests, "{:?}", &not_discovery(&api)[requests..]);
 
     // The API fails: the watches break and retry, and the webhook answers from what it knew.
     let errors = metric(&running.server.metrics_text().await, &sample("cache_watch_errors_total", "services"));
