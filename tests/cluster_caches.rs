@@ -172,7 +172,15 @@ async fn the_caches_list_then_readyz_passes_and_the_cluster_changes_what_mutate_
     api.set_unavailable(false);
     eventually("/readyz passes", || async { running.readyz().await == (200, "ready\n".to_string()) }).await;
     let text = running.server.metrics_text().await;
-    for cache in ["namespaces", "services", "virtualservices", "ingresses", "httproutes"] {
+    for cache in [
+        "namespaces",
+        "services",
+        "virtualservices",
+        "ingresses",
+        "httproutes",
+        "linkerd-httproutes",
+        "referencegrants",
+    ] {
         assert_eq!(metric(&text, &sample("cache_synced", cache)), 1.0, "{cache}: {text}");
         assert!(text.contains(&sample("cache_last_event_age_seconds", cache)), "{cache}: {text}");
     }
@@ -197,12 +205,19 @@ async fn the_caches_list_then_readyz_passes_and_the_cluster_changes_what_mutate_
     })
     .await;
 
-    // The request path never calls the API.
-    let requests = api.requests().len();
+    // The request path never calls the API. (The caches' own discovery, `GET /apis/GROUP/VERSION`
+    // every 300 ms here for each of the kinds it looks up, goes on meanwhile: left out.)
+    let not_discovery = |api: &FakeApi| -> Vec<String> {
+        let discovery = |r: &String| {
+            r.strip_prefix("GET /apis/").is_some_and(|gv| gv.split('?').next().unwrap_or("").matches('/').count() == 1)
+        };
+        api.requests().into_iter().filter(|r| !discovery(r)).collect()
+    };
+    let requests = not_discovery(&api).len();
     for _ in 0..3 {
         running.mutate(&shop()).await;
     }
-    assert_eq!(api.requests().len(), requests, "{:?}", &api.requests()[requests..]);
+    assert_eq!(not_discovery(&api).len(), requests, "{:?}", &not_discovery(&api)[requests..]);
 
     // The API fails: the watches break and retry, and the webhook answers from what it knew.
     let errors = metric(&running.server.metrics_text().await, &sample("cache_watch_errors_total", "services"));
@@ -354,6 +369,8 @@ async fn the_binary_says_which_mode_it_is_in_and_why() {
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBECONFIG")
             .env("HOME", dir.path())
+            // In cluster mode the reconciler's Lease needs the webhook's namespace (a pod's).
+            .env("POD_NAMESPACE", "divert-system")
             .stdin(std::process::Stdio::null())
             .stderr(log.reopen().unwrap());
         for (name, value) in env {
@@ -445,6 +462,7 @@ async fn memory_of_5000_namespaces_and_50000_services() {
         .args(["serve", "--self-signed", "--write-ca", ca_path.to_str().unwrap()])
         .args(["--addr", &https.to_string(), "--metrics-addr", &metrics.to_string()])
         .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", "divert-system")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

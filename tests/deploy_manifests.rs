@@ -374,8 +374,10 @@ enum Certificates {
     SelfManaged(Value),
 }
 
-/// Exactly what SPEC §10 needs: the caches list and watch, the reconciler patches
-/// VirtualServices and Ingresses, the Lease is the only thing written in the own namespace.
+/// Exactly what SPEC §10 and §11 need: the caches list and watch, the reconciler patches
+/// VirtualServices, Ingresses and HTTPRoutes (annotations), makes, changes and deletes its own
+/// HTTPRoutes (both API groups) and ReferenceGrants, and re-reads what conflicts; the Lease is
+/// the only thing written in the own namespace.
 fn check_rbac(docs: &[Value]) {
     let cluster_role = only(docs, "ClusterRole");
     assert_eq!(
@@ -384,7 +386,8 @@ fn check_rbac(docs: &[Value]) {
             {"apiGroups": [""], "resources": ["namespaces", "services"], "verbs": ["list", "watch"]},
             {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"], "verbs": ["get", "list", "watch", "patch"]},
             {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch", "patch"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["gateway.networking.k8s.io", "policy.linkerd.io"], "resources": ["httproutes"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["referencegrants"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
         ])
     );
     let role = only(docs, "Role");

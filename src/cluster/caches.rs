@@ -2,11 +2,15 @@
 //! it lists and watches through kube, and publishes what it knows as [`ClusterSnapshot`]s that
 //! the request path and the reconciler read without waiting for the API.
 //!
-//! - Namespaces and Services: metadata-only watches, stripped to what the view needs (names,
-//!   Namespace labels and `deletionTimestamp`): `Api<PartialObjectMeta<_>>` asks for metadata only.
-//! - VirtualServices, Ingresses and HTTPRoutes of every namespace, as read (the reconciler and
-//!   §4–§6 need their spec and annotations), without `status` and with only the webhook's own
-//!   managedFields entry (the reconciler reads its ownership from it).
+//! - Namespaces: a metadata-only watch, stripped to what the view needs (names, labels and
+//!   `deletionTimestamp`): `Api<PartialObjectMeta<_>>` asks for metadata only.
+//! - Services: a full watch (SPEC §11.2 needs `spec.ports`, which metadata does not carry),
+//!   read into [`ServicePorts`], which takes the name, namespace and port numbers and skips the
+//!   rest while parsing; stored stripped to those.
+//! - VirtualServices, Ingresses, HTTPRoutes (both API groups) and ReferenceGrants of every
+//!   namespace, as read (the reconciler and §4–§6, §11 need their spec and annotations), without
+//!   `status` and with only the webhook's own managedFields entry (the reconciler reads its
+//!   ownership from it).
 //! - A kind the cluster does not serve (no Istio in a Linkerd cluster, no Gateway API CRDs) is
 //!   empty and listed, and looked up again every [`CacheOptions::discovery_interval`]; one
 //!   that appears is then watched, one that goes away is emptied.
@@ -17,13 +21,15 @@
 //! Nothing is published (`None`) until every cache has listed once; then a new snapshot after
 //! each burst of changes ([`CacheOptions::rebuild_delay`]), and only when it differs.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta, TypeMeta};
 use kube::runtime::WatchStreamExt as _;
@@ -36,12 +42,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::reconcile::FIELD_MANAGER;
 use super::state::ClusterState;
+use super::view::FROM_LABEL;
 use super::{ClusterSnapshot, ClusterView};
 
 /// One watch cache.
@@ -52,11 +60,20 @@ pub enum Cache {
     VirtualServices,
     Ingresses,
     HttpRoutes,
+    LinkerdHttpRoutes,
+    ReferenceGrants,
 }
 
 impl Cache {
-    pub const ALL: [Cache; 5] =
-        [Cache::Namespaces, Cache::Services, Cache::VirtualServices, Cache::Ingresses, Cache::HttpRoutes];
+    pub const ALL: [Cache; 7] = [
+        Cache::Namespaces,
+        Cache::Services,
+        Cache::VirtualServices,
+        Cache::Ingresses,
+        Cache::HttpRoutes,
+        Cache::LinkerdHttpRoutes,
+        Cache::ReferenceGrants,
+    ];
 
     /// The `cache` label of the metrics, and the name in logs and `/readyz`.
     pub fn as_str(self) -> &'static str {
@@ -66,6 +83,8 @@ impl Cache {
             Cache::VirtualServices => "virtualservices",
             Cache::Ingresses => "ingresses",
             Cache::HttpRoutes => "httproutes",
+            Cache::LinkerdHttpRoutes => "linkerd-httproutes",
+            Cache::ReferenceGrants => "referencegrants",
         }
     }
 
@@ -106,6 +125,77 @@ const HTTP_ROUTES: Discovered = Discovered {
     kind: "HTTPRoute",
     plural: "httproutes",
 };
+const LINKERD_HTTP_ROUTES: Discovered = Discovered {
+    cache: Cache::LinkerdHttpRoutes,
+    group: "policy.linkerd.io",
+    versions: &["v1beta3", "v1beta2"],
+    kind: "HTTPRoute",
+    plural: "httproutes",
+};
+/// v1beta1 first: the version the reconciler writes (`http_routes::REFERENCE_GRANT_API_VERSION`).
+const REFERENCE_GRANTS: Discovered = Discovered {
+    cache: Cache::ReferenceGrants,
+    group: "gateway.networking.k8s.io",
+    versions: &["v1beta1", "v1"],
+    kind: "ReferenceGrant",
+    plural: "referencegrants",
+};
+/// The kinds found through discovery, in the order of their [`Cache`]s.
+const DISCOVERED: [Discovered; 5] = [VIRTUAL_SERVICES, INGRESSES, HTTP_ROUTES, LINKERD_HTTP_ROUTES, REFERENCE_GRANTS];
+
+/// A Service as the Service cache reads and keeps it: name, namespace and the port numbers
+/// (SPEC §11.2: a route to a Service must name its port). Parsed from the full Service (a
+/// metadata-only watch carries no spec); serde skips every other field while parsing, so the
+/// rest of the spec is never held.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ServicePorts {
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<PortsSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct PortsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortNumber>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct PortNumber {
+    pub port: i32,
+}
+
+impl kube::Resource for ServicePorts {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Service".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "services".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl ServicePorts {
+    /// The port numbers, in the Service's order.
+    pub fn ports(&self) -> Vec<u64> {
+        let ports = self.spec.as_ref().and_then(|spec| spec.ports.as_deref()).unwrap_or_default();
+        ports.iter().filter_map(|p| u64::try_from(p.port).ok()).collect()
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
@@ -219,18 +309,18 @@ const GONE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 struct Shared {
     changed: Notify,
     /// Per cache: has it listed once (or found its kind absent)? Readiness waits for all.
-    listed: [AtomicBool; 5],
+    listed: [AtomicBool; Cache::ALL.len()],
     gone_since: Mutex<BTreeMap<String, Instant>>,
     /// When the Namespace cache first listed.
     watching_since: Mutex<Option<Instant>>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
-    services: Store<PartialObjectMeta<Service>>,
+    services: Store<ServicePorts>,
     /// The stores of the discovered kinds; None while the kind is absent.
-    objects: [Mutex<Option<Store<DynamicObject>>>; 3],
+    objects: [Mutex<Option<Store<DynamicObject>>>; DISCOVERED.len()],
 }
 
 impl Shared {
-    fn new(namespaces: Store<PartialObjectMeta<Namespace>>, services: Store<PartialObjectMeta<Service>>) -> Shared {
+    fn new(namespaces: Store<PartialObjectMeta<Namespace>>, services: Store<ServicePorts>) -> Shared {
         Shared {
             changed: Notify::new(),
             listed: Default::default(),
@@ -299,7 +389,7 @@ impl Drop for Caches {
 /// Starts every cache and the snapshot builder on the current tokio runtime.
 pub fn start(client: kube::Client, metrics: Arc<CacheMetrics>, options: CacheOptions) -> Caches {
     let namespaces_writer = Writer::<PartialObjectMeta<Namespace>>::default();
-    let services_writer = Writer::<PartialObjectMeta<Service>>::default();
+    let services_writer = Writer::<ServicePorts>::default();
     let shared = Arc::new(Shared::new(namespaces_writer.as_reader(), services_writer.as_reader()));
     for cache in Cache::ALL {
         metrics.started(cache);
@@ -318,7 +408,7 @@ pub fn start(client: kube::Client, metrics: Arc<CacheMetrics>, options: CacheOpt
         metrics.clone(),
         namespace_history(shared.clone()),
     )));
-    let services = watcher::watcher(Api::<PartialObjectMeta<Service>>::all(client.clone()), watcher::Config::default());
+    let services = watcher::watcher(Api::<ServicePorts>::all(client.clone()), watcher::Config::default());
     tasks.push(tokio::spawn(follow(
         Cache::Services,
         services.default_backoff(),
@@ -328,7 +418,7 @@ pub fn start(client: kube::Client, metrics: Arc<CacheMetrics>, options: CacheOpt
         metrics.clone(),
         |_: &Event<_>, _: &Store<_>| {},
     )));
-    for kind in [VIRTUAL_SERVICES, INGRESSES, HTTP_ROUTES] {
+    for kind in DISCOVERED {
         tasks.push(tokio::spawn(follow_discovered(client.clone(), kind, shared.clone(), metrics.clone(), options)));
     }
     tasks.push(tokio::spawn(build_snapshots(shared.clone(), sender, options)));
@@ -434,11 +524,14 @@ fn strip_namespace(ns: &mut PartialObjectMeta<Namespace>) {
     };
 }
 
-/// What the view needs of a Service: its name and namespace.
-fn strip_service(service: &mut PartialObjectMeta<Service>) {
+/// What the view and §11.2 need of a Service: its name, namespace and port numbers.
+fn strip_service(service: &mut ServicePorts) {
     let metadata = std::mem::take(&mut service.metadata);
-    service.types = None;
     service.metadata = ObjectMeta { name: metadata.name, namespace: metadata.namespace, ..ObjectMeta::default() };
+    // A Service without ports keeps no spec at all.
+    if service.spec.as_ref().is_some_and(|spec| spec.ports.as_ref().is_none_or(Vec::is_empty)) {
+        service.spec = None;
+    }
 }
 
 /// Objects the reconciler reads whole: without `status` (never read, never written), and with
@@ -603,6 +696,11 @@ fn snapshot_of(shared: &Shared) -> ClusterSnapshot {
             state.terminating.insert(name.to_string());
         }
     }
+    // Ports only of the shared namespaces' Services (the namespaces a `divert.okteto.com/from`
+    // label names): §11.2 reads no others, and the snapshot stays small.
+    let shared_namespaces: BTreeSet<String> =
+        state.view.namespaces().filter_map(|(_, namespace)| namespace.labels.get(FROM_LABEL).cloned()).collect();
+    let mut service_ports: BTreeMap<String, BTreeMap<String, Vec<u64>>> = BTreeMap::new();
     // Services of a namespace the Namespace cache no longer has (deleted, its Services not yet)
     // would make it exist again in the view: left out.
     for service in shared.services.state() {
@@ -610,8 +708,15 @@ fn snapshot_of(shared: &Shared) -> ClusterSnapshot {
             && state.view.namespace(namespace).is_some()
         {
             state.view.add_service(namespace, name);
+            if shared_namespaces.contains(namespace) {
+                let ports = service.ports();
+                if !ports.is_empty() {
+                    service_ports.entry(namespace.clone()).or_default().insert(name.clone(), ports);
+                }
+            }
         }
     }
+    state.service_ports = service_ports;
     let objects = |cache: Cache| -> Vec<Value> {
         let Some(store) = shared.object_slot(cache).lock().unwrap_or_else(|p| p.into_inner()).clone() else {
             return Vec::new();
@@ -631,6 +736,8 @@ fn snapshot_of(shared: &Shared) -> ClusterSnapshot {
     state.virtual_services = objects(Cache::VirtualServices);
     state.ingresses = objects(Cache::Ingresses);
     state.http_routes = objects(Cache::HttpRoutes);
+    state.http_routes.extend(objects(Cache::LinkerdHttpRoutes));
+    state.reference_grants = objects(Cache::ReferenceGrants);
     let gone_since = shared.gone_since.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let watching_since = shared.watching_since.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(Instant::now);
     ClusterSnapshot { state, gone_since, watching_since }
@@ -655,6 +762,17 @@ mod tests {
                 ..ObjectMeta::default()
             },
             _phantom: std::marker::PhantomData,
+        }
+    }
+
+    fn service(name: &str, namespace: &str, ports: &[i32]) -> ServicePorts {
+        ServicePorts {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PortsSpec { ports: Some(ports.iter().map(|&port| PortNumber { port }).collect()) }),
         }
     }
 
@@ -686,18 +804,41 @@ mod tests {
         assert_eq!(ns.metadata.labels.as_ref().unwrap()["divert.okteto.com/from"], "staging");
         assert!(ns.metadata.deletion_timestamp.is_some());
         assert!(ns.metadata.annotations.is_none() && ns.metadata.managed_fields.is_none() && ns.metadata.uid.is_none());
-        let mut service = meta::<Service>("api", Some("cindy"), &[("app", "api")]);
+        let mut service = service("api", "cindy", &[8080, 9090]);
+        service.metadata = meta::<Namespace>("api", Some("cindy"), &[("app", "api")]).metadata;
         strip_service(&mut service);
         assert_eq!(
             service.metadata,
             ObjectMeta { name: Some("api".into()), namespace: Some("cindy".into()), ..ObjectMeta::default() }
         );
+        assert_eq!(service.ports(), [8080, 9090]);
+        let mut portless = self::service("db", "cindy", &[]);
+        strip_service(&mut portless);
+        assert!(portless.spec.is_none());
+    }
+
+    /// A Service as the apiserver sends it, status, selector and all: only the ports are read.
+    #[test]
+    fn a_full_service_is_read_into_its_ports() {
+        let full = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "api", "namespace": "staging", "labels": {"app": "api"}},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.0.0.1", "selector": {"app": "api"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}, {"port": 443}]},
+            "status": {"loadBalancer": {}},
+        });
+        let service: ServicePorts = serde_json::from_value(full).unwrap();
+        assert_eq!(service.ports(), [80, 443]);
+        assert_eq!(service.metadata.name.as_deref(), Some("api"));
+        let metadata_only: ServicePorts =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "api"}})).unwrap();
+        assert!(metadata_only.ports().is_empty());
     }
 
     #[test]
     fn snapshots_are_built_from_the_stores_and_relists_record_namespaces_gone() {
         let mut namespaces = Writer::<PartialObjectMeta<Namespace>>::default();
-        let mut services = Writer::<PartialObjectMeta<Service>>::default();
+        let mut services = Writer::<ServicePorts>::default();
         let shared = Arc::new(Shared::new(namespaces.as_reader(), services.as_reader()));
         let mut history = namespace_history(shared.clone());
         let from = [("divert.okteto.com/from", "staging")];
@@ -721,11 +862,12 @@ mod tests {
             strip_service,
             vec![
                 Event::Init,
-                Event::InitApply(meta("api", Some("staging"), &[])),
-                Event::InitApply(meta("api", Some("cindy"), &[])),
+                Event::InitApply(service("api", "staging", &[8080])),
+                Event::InitApply(service("web", "staging", &[])),
+                Event::InitApply(service("api", "cindy", &[8080])),
                 Event::InitDone,
-                Event::Apply(meta("web", Some("cindy"), &[])),
-                Event::Delete(meta("api", Some("cindy"), &[])),
+                Event::Apply(service("web", "cindy", &[80])),
+                Event::Delete(service("api", "cindy", &[8080])),
             ],
             |_, _| {},
         );
@@ -737,6 +879,9 @@ mod tests {
         assert_eq!(snapshot.state.developer_of("leaving", &settings), None, "being deleted");
         assert_eq!(snapshot.state.terminating, BTreeSet::from(["leaving".to_string()]));
         assert!(snapshot.gone_since.is_empty());
+        // Ports of the shared namespace's Services only (staging is named by cindy's label).
+        let ports = BTreeMap::from([("api".to_string(), vec![8080])]);
+        assert_eq!(snapshot.state.service_ports, BTreeMap::from([("staging".to_string(), ports)]));
 
         // dave deleted as it happens; cindy missing from a re-list (deleted during an outage).
         apply(

@@ -561,13 +561,16 @@ pub fn reference_grant(developer: &str, from: &BTreeSet<(String, String)>) -> Va
     })
 }
 
-/// An object's identity: API group, kind, namespace, name.
+/// An object's identity: API group, kind, namespace, name; and, for a stored object, its uid
+/// (a deletion is conditional on it: an object made again meanwhile is not the one planned).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Identity {
     pub api_version: String,
     pub kind: String,
     pub namespace: String,
     pub name: String,
+    /// Empty for an object not stored yet.
+    pub uid: String,
 }
 
 impl Identity {
@@ -577,15 +580,16 @@ impl Identity {
             kind: field(object, "/kind").to_string(),
             namespace: field(object, "/metadata/namespace").to_string(),
             name: field(object, "/metadata/name").to_string(),
+            uid: field(object, "/metadata/uid").to_string(),
         }
     }
 
-    fn group(&self) -> &str {
+    pub fn group(&self) -> &str {
         self.api_version.rsplit_once('/').map_or("", |(group, _)| group)
     }
 
     /// Same object whatever the version it is read at.
-    fn same_object(&self, other: &Identity) -> bool {
+    pub fn same_object(&self, other: &Identity) -> bool {
         (self.group(), &self.kind, &self.namespace, &self.name)
             == (other.group(), &other.kind, &other.namespace, &other.name)
     }
@@ -606,6 +610,62 @@ pub enum OwnedChange {
     Update { desired: Value, current: Value },
     /// Delete an object the reconciler made and no developer needs any more.
     Delete(Identity),
+}
+
+impl OwnedChange {
+    /// The object written.
+    pub fn identity(&self) -> Identity {
+        match self {
+            OwnedChange::Create(object) | OwnedChange::Update { desired: object, .. } => Identity::of(object),
+            OwnedChange::Delete(identity) => identity.clone(),
+        }
+    }
+
+    /// Does `other` write the same thing (whatever the stored object it was planned from)?
+    pub fn same_write(&self, other: &OwnedChange) -> bool {
+        match (self, other) {
+            (OwnedChange::Delete(a), OwnedChange::Delete(b)) => a == b,
+            (OwnedChange::Delete(_), _) | (_, OwnedChange::Delete(_)) => false,
+            _ => self.desired() == other.desired(),
+        }
+    }
+
+    /// The object a creation or an update writes.
+    fn desired(&self) -> Option<&Value> {
+        match self {
+            OwnedChange::Create(object) | OwnedChange::Update { desired: object, .. } => Some(object),
+            OwnedChange::Delete(_) => None,
+        }
+    }
+
+    /// What is still to write once the object has been read again after a conflict (`fresh`:
+    /// as stored now, `None` when there is none). `Ok(None)`: nothing; `Err`: the object is
+    /// someone else's now (it appeared between the snapshot and the write), and is never
+    /// written over.
+    pub fn again(&self, fresh: Option<&Value>) -> Result<Option<OwnedChange>, String> {
+        match (self, fresh) {
+            (OwnedChange::Create(desired) | OwnedChange::Update { desired, .. }, None) => {
+                Ok(Some(OwnedChange::Create(desired.clone())))
+            }
+            (OwnedChange::Create(desired) | OwnedChange::Update { desired, .. }, Some(fresh)) => {
+                if !is_reconciler_owned(fresh) {
+                    Err(format!(
+                        "{} exists and is not divert-webhook's (no label {MANAGED_BY_LABEL}: {MANAGED_BY_VALUE}); \
+                         rename or delete it so that the reconciler can make its own",
+                        Identity::of(fresh)
+                    ))
+                } else if covers(fresh, desired) {
+                    Ok(None)
+                } else {
+                    Ok(Some(OwnedChange::Update { desired: desired.clone(), current: fresh.clone() }))
+                }
+            }
+            (OwnedChange::Delete(_), None) => Ok(None),
+            (OwnedChange::Delete(_), Some(fresh)) => {
+                Ok(is_reconciler_owned(fresh).then(|| OwnedChange::Delete(Identity::of(fresh))))
+            }
+        }
+    }
 }
 
 /// What the reconciler would write for HTTPRoutes.
@@ -665,8 +725,8 @@ pub fn covers(stored: &Value, desired: &Value) -> bool {
 }
 
 /// `objects` as the writes of `plan` leave them (for tests, and to show the result): created
-/// and updated objects as desired, deleted ones gone, and every object owned by a deleted
-/// HTTPRoute gone with it (the garbage collector's work).
+/// and updated objects as desired, deleted ones gone. (No garbage collection is needed: the
+/// plan itself deletes the developer routes of a shared route that is gone.)
 pub fn apply(objects: &mut Vec<Value>, plan: &RoutePlan) {
     for change in &plan.changes {
         match change {
@@ -896,6 +956,46 @@ items:
         assert!(
             second.problems[0].starts_with("ReferenceGrant cindy/divert-webhook exists and is not divert-webhook's")
         );
+    }
+
+    /// After a conflict the object is read again: a missing one is made, someone else's left
+    /// alone, the webhook's updated only if it differs; a deletion goes on only for the
+    /// webhook's object, with the uid read.
+    #[test]
+    fn a_change_read_again_after_a_conflict() {
+        let ours = |port: u16, uid: &str| {
+            json!({"apiVersion": SERVICE_ROUTE_API_VERSION, "kind": "HTTPRoute",
+                   "metadata": {"name": "api-divert-cindy", "namespace": "staging", "uid": uid,
+                                "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+                   "spec": {"rules": [{"backendRefs": [{"name": "api", "port": port}]}]}})
+        };
+        let desired = service_routes("staging", "api", &[80], "cindy").remove(0);
+        let create = OwnedChange::Create(desired.clone());
+        assert_eq!(create.again(None), Ok(Some(create.clone())));
+        let mut theirs = desired.clone();
+        theirs["metadata"].as_object_mut().unwrap().remove("labels");
+        let problem = create.again(Some(&theirs)).unwrap_err();
+        assert!(
+            problem.starts_with("HTTPRoute staging/api-divert-cindy exists and is not divert-webhook's"),
+            "{problem}"
+        );
+        let mut stored = desired.clone();
+        stored["metadata"]["uid"] = json!("u-1");
+        assert_eq!(create.again(Some(&stored)), Ok(None), "already as desired");
+        let stale = ours(81, "u-1");
+        assert_eq!(
+            create.again(Some(&stale)),
+            Ok(Some(OwnedChange::Update { desired: desired.clone(), current: stale.clone() }))
+        );
+        assert!(create.same_write(&OwnedChange::Update { desired: desired.clone(), current: stale.clone() }));
+
+        let delete = OwnedChange::Delete(Identity::of(&ours(80, "u-1")));
+        assert_eq!(delete.again(None), Ok(None));
+        assert_eq!(delete.again(Some(&theirs)), Ok(None));
+        let remade = ours(80, "u-2");
+        assert_eq!(delete.again(Some(&remade)), Ok(Some(OwnedChange::Delete(Identity::of(&remade)))));
+        assert!(!delete.same_write(&OwnedChange::Delete(Identity::of(&remade))), "another object");
+        assert!(!delete.same_write(&create));
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! The reconcile loop (SPEC §10.2–§10.7): plans from the caches' snapshots with the pure
-//! [`reconcile::plan`] and hands each change to the [`Writer`], while this replica holds the Lease.
+//! The reconcile loop (SPEC §10.2–§10.7, §11.1–§11.3): plans from the caches' snapshots with the
+//! pure [`reconcile::plan`] (annotations) and [`http_routes::plan`] (the developer routes and
+//! ReferenceGrants the webhook owns) and hands each change to the [`Writer`], while this replica
+//! holds the Lease. Developer routes are created in the plan's order, oldest shared route first
+//! (ties between developer routes go by creation time). A developer route whose shared route is
+//! gone is deleted by the plan, whether or not the garbage collector was first.
 //!
 //! When it plans:
 //! - on every new snapshot (the watch channel keeps only the newest: bursts of changes coalesce);
@@ -21,6 +25,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::ClusterSnapshot;
+use super::http_routes::{self, OwnedChange};
 use super::lease::{Elector, Leadership, LeaseConfig};
 use super::reconcile::{self, Absence, ObjectChanges};
 use super::state::ClusterState;
@@ -133,12 +138,13 @@ pub async fn reconcile_while_held(
     config: &ReconcilerConfig,
 ) {
     let mut next_resync = tokio::time::Instant::now() + config.resync_interval;
+    let mut problems = Problems::default();
     loop {
         let latest = snapshots.borrow_and_update().clone();
         let wake = match latest {
             None => None,
             Some(snapshot) => {
-                let round = round(writer, &mut snapshots, snapshot, settings, config.stale_grace).await;
+                let round = round(writer, &mut snapshots, snapshot, settings, config.stale_grace, &mut problems).await;
                 if round.stopped {
                     // Lost the Lease: the caller cancels this; wait for it.
                     std::future::pending::<()>().await;
@@ -178,6 +184,21 @@ struct Round {
     stopped: bool,
 }
 
+/// The routes and grants the last plan could not make, so that each is logged once, when it
+/// first shows, rather than at every snapshot.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn report(&mut self, now: Vec<String>, writer: &Writer) {
+        for problem in now.iter().filter(|p| !self.0.contains(p)) {
+            tracing::warn!("the reconciler cannot make what a developer needs: {problem}");
+        }
+        writer.metrics().set_route_problems(now.len());
+        self.0 = now;
+    }
+}
+
 /// Plans from `snapshot` and writes the plan; a newer snapshot meanwhile replaces the rest of it.
 async fn round(
     writer: &Writer,
@@ -185,8 +206,10 @@ async fn round(
     mut snapshot: Arc<ClusterSnapshot>,
     settings: &Settings,
     grace: Duration,
+    problems: &mut Problems,
 ) -> Round {
     let mut written: Vec<ObjectChanges> = Vec::new();
+    let mut written_owned: Vec<OwnedChange> = Vec::new();
     let mut skipped = false;
     'plan: loop {
         let absence = snapshot.absence(grace, Instant::now());
@@ -211,6 +234,28 @@ async fn round(
                 WriteOutcome::Written | WriteOutcome::Unneeded | WriteOutcome::Failed => written.push(changes),
             }
         }
+        // SPEC §11: the objects the webhook owns, in the plan's order.
+        let routes = http_routes::plan(&snapshot.state, settings);
+        problems.report(routes.problems, writer);
+        if !routes.changes.is_empty() {
+            tracing::info!(objects = routes.changes.len(), "reconciling developer routes and grants");
+        }
+        for change in routes.changes {
+            if snapshots.has_changed().unwrap_or(false)
+                && let Some(newer) = snapshots.borrow_and_update().clone()
+            {
+                snapshot = newer;
+                continue 'plan;
+            }
+            if written_owned.iter().any(|done| done.same_write(&change)) {
+                skipped = true;
+                continue;
+            }
+            match writer.write_owned(&change).await {
+                WriteOutcome::Stopped => return Round { snapshot, skipped, stopped: true },
+                WriteOutcome::Written | WriteOutcome::Unneeded | WriteOutcome::Failed => written_owned.push(change),
+            }
+        }
         return Round { snapshot, skipped, stopped: false };
     }
 }
@@ -220,9 +265,11 @@ fn plan_object(state: &ClusterState, settings: &Settings, absence: &Absence, fre
     // Rare (after a conflict): the view is cloned rather than made borrowable.
     let mut single =
         ClusterState { view: state.view.clone(), terminating: state.terminating.clone(), ..ClusterState::default() };
-    match settings.driver {
-        Driver::Istio => single.virtual_services.push(fresh.clone()),
-        Driver::Nginx => single.ingresses.push(fresh.clone()),
+    // Header annotations are also written on developers' HTTPRoutes (SPEC §11.4), under either driver.
+    match (fresh.get("kind").and_then(Value::as_str), settings.driver) {
+        (Some("HTTPRoute"), _) => single.http_routes.push(fresh.clone()),
+        (_, Driver::Istio) => single.virtual_services.push(fresh.clone()),
+        (_, Driver::Nginx) => single.ingresses.push(fresh.clone()),
     }
     reconcile::plan(&single, settings, absence).into_iter().next()
 }

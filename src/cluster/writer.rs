@@ -12,6 +12,17 @@
 //!   [`reconcile::stale_patch`]). A failed test means the entry changed meanwhile: the object is
 //!   read again and planned again, which leaves a changed entry alone. It is no error.
 //!
+//! The objects the reconciler owns (SPEC §11: developer HTTPRoutes, ReferenceGrants,
+//! [`OwnedChange`]) are written whole, by [`Writer::write_owned`]:
+//! - created by a server-side apply of the whole object, **not forced**: a conflict means an
+//!   object of that name appeared after the snapshot; it is read again, and if it is not the
+//!   webhook's (no managed-by label) it is left alone;
+//! - updated by a server-side apply of the whole object, **forced**: every field of these objects
+//!   is the webhook's, and a hand edit is undone rather than left conflicting forever;
+//! - deleted with the uid planned from as a precondition (an object made again meanwhile is
+//!   not the one planned: 409, read again). One already gone (404; the garbage collector
+//!   deletes a developer route with its shared route) needs nothing.
+//!
 //! A conflict is retried [`MAX_ATTEMPTS`] times in all with fresh state. Any other failure (the
 //! admission webhook's own §7 denial, 403 from RBAC, the API unreachable) is logged naming the
 //! object and counted in `divert_webhook_reconcile_errors_total`; the caller goes on with the
@@ -19,7 +30,7 @@
 //! (§10.7).
 
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, Preconditions};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,6 +38,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
+use super::http_routes::{Identity, OwnedChange};
 use super::lease::Leadership;
 use super::reconcile::{self, FIELD_MANAGER, ObjectChanges};
 
@@ -36,7 +48,8 @@ pub const MAX_ATTEMPTS: usize = 4;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabels {
     kind: &'static str,
-    /// `apply` (server-side apply) or `json-patch` (stale entries of someone else).
+    /// `apply` (server-side apply), `json-patch` (stale entries of someone else) or `delete`
+    /// (the webhook's own routes and grants no developer needs).
     patch: &'static str,
 }
 
@@ -47,6 +60,7 @@ pub struct ReconcilerMetrics {
     writes: Family<WriteLabels, Counter>,
     lease_holder: Gauge,
     lease_transitions: Counter,
+    route_problems: Gauge,
 }
 
 impl ReconcilerMetrics {
@@ -64,6 +78,11 @@ impl ReconcilerMetrics {
             metrics.writes.clone(),
         );
         registry.register(
+            "reconcile_route_problems",
+            "Developer HTTPRoutes and ReferenceGrants the last plan needs but cannot make (each named in the log)",
+            metrics.route_problems.clone(),
+        );
+        registry.register(
             "lease_holder",
             "1 while this replica holds the Lease divert-webhook",
             metrics.lease_holder.clone(),
@@ -79,16 +98,30 @@ impl ReconcilerMetrics {
                 let _ = metrics.writes.get_or_create(&WriteLabels { kind, patch });
             }
         }
+        for kind in ["HTTPRoute", "ReferenceGrant"] {
+            for patch in ["apply", "delete"] {
+                let _ = metrics.writes.get_or_create(&WriteLabels { kind, patch });
+            }
+        }
         metrics
+    }
+
+    /// How many routes and grants the last plan could not make.
+    pub fn route_problems(&self) -> i64 {
+        self.route_problems.get()
+    }
+
+    pub(crate) fn set_route_problems(&self, problems: usize) {
+        self.route_problems.set(i64::try_from(problems).unwrap_or(i64::MAX));
     }
 
     pub fn errors(&self) -> u64 {
         self.errors.get()
     }
 
-    /// Successful writes of objects of `kind`, both patch types.
+    /// Successful writes of objects of `kind`, every patch type.
     pub fn writes(&self, kind: &'static str) -> u64 {
-        ["apply", "json-patch"]
+        ["apply", "json-patch", "delete"]
             .into_iter()
             .map(|patch| self.writes.get_or_create(&WriteLabels { kind, patch }).get())
             .sum()
@@ -141,6 +174,95 @@ pub struct Writer {
 impl Writer {
     pub fn new(client: Client, metrics: ReconcilerMetrics, leadership: Leadership) -> Writer {
         Writer { client, metrics, leadership }
+    }
+
+    pub fn metrics(&self) -> &ReconcilerMetrics {
+        &self.metrics
+    }
+
+    /// Writes one change to an object the webhook owns (SPEC §11.1–§11.3). After a conflict the
+    /// object is read again and [`OwnedChange::again`] says what is left to write.
+    pub async fn write_owned(&self, change: &OwnedChange) -> WriteOutcome {
+        let identity = change.identity();
+        let api = owned_api(&self.client, &identity);
+        let mut current = change.clone();
+        let mut attempt = 1;
+        loop {
+            let error = match self.write_owned_once(&api, &current).await {
+                Ok(true) => return WriteOutcome::Written,
+                Ok(false) => return WriteOutcome::Unneeded,
+                Err(Failure::Stopped) => return WriteOutcome::Stopped,
+                Err(Failure::Other(error)) => error,
+                Err(Failure::Conflict(error)) if attempt >= MAX_ATTEMPTS => error,
+                Err(Failure::Conflict(error)) => {
+                    tracing::debug!(object = %identity, %error, attempt, "changed meanwhile: reading it again");
+                    attempt += 1;
+                    if !self.leadership.is_held() {
+                        return WriteOutcome::Stopped;
+                    }
+                    match api.get_opt(&identity.name).await {
+                        Ok(fresh) => {
+                            let fresh = fresh.map(|fresh| serde_json::to_value(&fresh).unwrap_or_default());
+                            match current.again(fresh.as_ref()) {
+                                Ok(Some(next)) => {
+                                    current = next;
+                                    continue;
+                                }
+                                Ok(None) => return WriteOutcome::Unneeded,
+                                Err(problem) => {
+                                    tracing::warn!(object = %identity, "the reconciler leaves {identity} alone: {problem}");
+                                    return WriteOutcome::Unneeded;
+                                }
+                            }
+                        }
+                        Err(error) => error,
+                    }
+                }
+            };
+            self.metrics.errors.inc();
+            let fix = fix_hint(&error, &owned_resource(&identity).plural, "create, patch and delete", attempt);
+            tracing::warn!(object = %identity, %error, "the reconciler cannot write {identity}: {error}{fix}");
+            return WriteOutcome::Failed;
+        }
+    }
+
+    /// `Ok(false)`: nothing was left to do (deleting an object already gone).
+    async fn write_owned_once(&self, api: &Api<DynamicObject>, change: &OwnedChange) -> Result<bool, Failure> {
+        if !self.leadership.is_held() {
+            return Err(Failure::Stopped);
+        }
+        let kind = if change.identity().kind == "ReferenceGrant" { "ReferenceGrant" } else { "HTTPRoute" };
+        let conflict = |error: kube::Error| match status_code(&error) {
+            Some(409) => Failure::Conflict(error),
+            _ => Failure::Other(error),
+        };
+        match change {
+            OwnedChange::Create(object) | OwnedChange::Update { desired: object, .. } => {
+                let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                let mut params = PatchParams::apply(FIELD_MANAGER);
+                if matches!(change, OwnedChange::Update { .. }) {
+                    params = params.force();
+                }
+                api.patch(name, &params, &Patch::Apply(object)).await.map_err(conflict)?;
+                self.count(kind, "apply");
+                Ok(true)
+            }
+            OwnedChange::Delete(identity) => {
+                let params = DeleteParams {
+                    preconditions: (!identity.uid.is_empty())
+                        .then(|| Preconditions { uid: Some(identity.uid.clone()), resource_version: None }),
+                    ..DeleteParams::default()
+                };
+                match api.delete(&identity.name, &params).await {
+                    Ok(_) => {
+                        self.count(kind, "delete");
+                        Ok(true)
+                    }
+                    Err(error) if status_code(&error) == Some(404) => Ok(false),
+                    Err(error) => Err(conflict(error)),
+                }
+            }
+        }
     }
 
     /// Writes `changes`. After a conflict the object is read again and `replan` says what it
@@ -219,7 +341,7 @@ impl Writer {
 
     fn failed(&self, changes: &ObjectChanges, error: &kube::Error, attempts: usize) {
         self.metrics.errors.inc();
-        let fix = fix_hint(error, &api_resource(changes).plural, attempts);
+        let fix = fix_hint(error, &api_resource(changes).plural, "get and patch", attempts);
         let annotations: Vec<&str> = changes.changes.iter().map(annotation_of).collect();
         tracing::warn!(
             object = %describe(changes),
@@ -234,10 +356,10 @@ impl Writer {
 /// What to do about `error`, when the error does not say it itself. A 403 is RBAC only when the
 /// apiserver says which user is forbidden what: admission webhooks' denials (ours, §7, included)
 /// are 403s too, and their message already names the field and the fix.
-fn fix_hint(error: &kube::Error, plural: &str, attempts: usize) -> String {
+fn fix_hint(error: &kube::Error, plural: &str, verbs: &str, attempts: usize) -> String {
     match error {
         kube::Error::Api(status) if status.code == 403 && status.message.contains(" is forbidden: User ") => {
-            format!("; fix: grant the webhook's ServiceAccount get and patch on {plural} (deploy/ has its ClusterRole)")
+            format!("; fix: grant the webhook's ServiceAccount {verbs} on {plural} (deploy/ has its ClusterRole)")
         }
         kube::Error::Api(status) if status.code == 409 => {
             format!("; still conflicting after {attempts} attempts, tried again at the next snapshot or resync")
@@ -275,6 +397,17 @@ fn api_of(client: &Client, changes: &ObjectChanges) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), &changes.namespace, &api_resource(changes))
 }
 
+/// The API resource of an object the webhook owns (HTTPRoute or ReferenceGrant, whose plurals
+/// are their lowercased kinds plus `s`).
+fn owned_resource(identity: &Identity) -> ApiResource {
+    let version = identity.api_version.rsplit_once('/').map_or(identity.api_version.as_str(), |(_, v)| v);
+    ApiResource::from_gvk(&GroupVersionKind::gvk(identity.group(), version, &identity.kind))
+}
+
+fn owned_api(client: &Client, identity: &Identity) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), &identity.namespace, &owned_resource(identity))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,15 +429,15 @@ mod tests {
             r#"virtualservices.networking.istio.io "shop" is forbidden: User "system:serviceaccount:divert:divert-webhook" cannot patch resource "virtualservices""#,
         );
         assert!(
-            fix_hint(&rbac, "virtualservices", 1)
+            fix_hint(&rbac, "virtualservices", "get and patch", 1)
                 .contains("grant the webhook's ServiceAccount get and patch on virtualservices")
         );
         let denied = error(
             403,
             r#"admission webhook "validate.divert.okteto.com" denied the request: VirtualService staging/shop: ... ; remove ..."#,
         );
-        assert_eq!(fix_hint(&denied, "virtualservices", 1), "");
-        assert!(fix_hint(&error(409, "conflict"), "virtualservices", 4).contains("after 4 attempts"));
+        assert_eq!(fix_hint(&denied, "virtualservices", "get and patch", 1), "");
+        assert!(fix_hint(&error(409, "conflict"), "virtualservices", "get and patch", 4).contains("after 4 attempts"));
     }
 
     /// The names alerts are written on.
@@ -320,6 +453,9 @@ mod tests {
             "divert_webhook_reconcile_errors_total 1",
             r#"divert_webhook_reconcile_writes_total{kind="VirtualService",patch="apply"} 0"#,
             r#"divert_webhook_reconcile_writes_total{kind="Ingress",patch="json-patch"} 0"#,
+            r#"divert_webhook_reconcile_writes_total{kind="HTTPRoute",patch="delete"} 0"#,
+            r#"divert_webhook_reconcile_writes_total{kind="ReferenceGrant",patch="apply"} 0"#,
+            "divert_webhook_reconcile_route_problems 0",
             "divert_webhook_lease_holder 1",
             "divert_webhook_lease_transitions_total 1",
         ] {

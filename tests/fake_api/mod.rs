@@ -1,7 +1,8 @@
 //! A fake Kubernetes API server for tests: plain HTTP on 127.0.0.1, speaking the real JSON of
 //! list (paged by `limit` and `continue`), watch (newline-delimited events: ADDED, MODIFIED, DELETED, BOOKMARK, ERROR with 410
-//! Gone when a resumed watch is too old), get, create, replace and patch (server-side apply of
-//! annotations by field manager, JSON patch with `test`, merge patch), and discovery of
+//! Gone when a resumed watch is too old), get, create, replace, patch (server-side apply of
+//! annotations by field manager, or of whole objects, see [`server_side_apply`]; JSON patch with
+//! `test`, merge patch), delete (with a uid precondition), and discovery of
 //! `/apis/GROUP/VERSION`. It holds an in-memory store that the test changes through
 //! [`FakeApi`]'s methods; every change bumps the resourceVersion and is sent to the watches.
 //!
@@ -66,12 +67,26 @@ pub const HTTP_ROUTES: Resource = Resource {
     plural: "httproutes",
     namespaced: true,
 };
+pub const LINKERD_HTTP_ROUTES: Resource = Resource {
+    group: "policy.linkerd.io",
+    version: "v1beta3",
+    kind: "HTTPRoute",
+    plural: "httproutes",
+    namespaced: true,
+};
+pub const REFERENCE_GRANTS: Resource = Resource {
+    group: "gateway.networking.k8s.io",
+    version: "v1beta1",
+    kind: "ReferenceGrant",
+    plural: "referencegrants",
+    namespaced: true,
+};
 pub const LEASES: Resource =
     Resource { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", namespaced: true };
 
 /// Every resource of a cluster with Istio and the Gateway API.
 pub fn all_resources() -> Vec<Resource> {
-    vec![NAMESPACES, SERVICES, INGRESSES, VIRTUAL_SERVICES, HTTP_ROUTES, LEASES]
+    vec![NAMESPACES, SERVICES, INGRESSES, VIRTUAL_SERVICES, HTTP_ROUTES, REFERENCE_GRANTS, LEASES]
 }
 
 struct Watch {
@@ -501,7 +516,14 @@ async fn handle(
         }
         (Method::PATCH, Some(name)) => {
             let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let Some(current) = state.objects.get(&key(&resource, &namespace_str, &name)).cloned() else {
+            let is_apply = content_type.starts_with("application/apply-patch+yaml");
+            let current = state.objects.get(&key(&resource, &namespace_str, &name)).cloned();
+            // A server-side apply makes the object when there is none (the apiserver's upsert).
+            let current = match current {
+                None if is_apply => Some(json!({"metadata": {"name": name, "namespace": namespace_str}})),
+                current => current,
+            };
+            let Some(current) = current else {
                 return json_response(
                     404,
                     &status(404, "NotFound", &format!("{} \"{name}\" not found", resource.plural)),
@@ -515,7 +537,7 @@ async fn handle(
                     let Ok(patch) = serde_saphyr::from_str::<Value>(std::str::from_utf8(&body).unwrap_or("")) else {
                         return json_response(400, &status(400, "BadRequest", "apply patch is not YAML"));
                     };
-                    apply_annotations(current, &patch, manager)
+                    server_side_apply(current, &patch, manager)
                 }
                 "application/json-patch+json" => {
                     let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(&body) else {
@@ -542,12 +564,57 @@ async fn handle(
             let stored = state.store(&resource, patched);
             json_response(200, &stored)
         }
-        (Method::DELETE, Some(name)) => match state.remove(&resource, &namespace_str, &name, true) {
-            Some(object) => json_response(200, &object),
-            None => json_response(404, &status(404, "NotFound", &format!("{} \"{name}\" not found", resource.plural))),
-        },
+        (Method::DELETE, Some(name)) => {
+            // DeleteOptions' `preconditions.uid`: the object must still be the one meant.
+            let options: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let stored_uid = state
+                .objects
+                .get(&key(&resource, &namespace_str, &name))
+                .and_then(|o| o.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string));
+            if let (Some(wanted), Some(stored)) =
+                (options.pointer("/preconditions/uid").and_then(Value::as_str), stored_uid.as_deref())
+                && wanted != stored
+            {
+                let message =
+                    format!("Precondition failed: UID in precondition: {wanted}, UID in object meta: {stored}");
+                return json_response(409, &status(409, "Conflict", &message));
+            }
+            match state.remove(&resource, &namespace_str, &name, true) {
+                Some(object) => json_response(200, &object),
+                None => {
+                    json_response(404, &status(404, "NotFound", &format!("{} \"{name}\" not found", resource.plural)))
+                }
+            }
+        }
         _ => json_response(405, &status(405, "MethodNotAllowed", &format!("{method} is not supported here"))),
     }
+}
+
+/// Server-side apply. Annotations as the apiserver does them, by field manager
+/// ([`apply_annotations`]). A patch holding more than metadata (a `spec`: what the reconciler
+/// applies to its own routes and grants) is taken as its manager owning the whole object:
+/// `labels` and `ownerReferences` become the patch's (gone when it has none, as a field the
+/// manager owned and left out), and every field besides `apiVersion`, `kind` and `metadata` is
+/// replaced whole by the patch's. Field conflicts between managers are not simulated.
+fn server_side_apply(object: Value, patch: &Value, manager: &str) -> Value {
+    let mut object = apply_annotations(object, patch, manager);
+    let Some(patch) = patch.as_object() else { return object };
+    if !patch.keys().any(|field| !matches!(field.as_str(), "apiVersion" | "kind" | "metadata")) {
+        return object;
+    }
+    for (field, value) in patch {
+        if !matches!(field.as_str(), "apiVersion" | "kind" | "metadata") {
+            object[field] = value.clone();
+        }
+    }
+    let metadata = object["metadata"].as_object_mut().unwrap();
+    for owned in ["labels", "ownerReferences"] {
+        match patch.get("metadata").and_then(|m| m.get(owned)) {
+            Some(value) => metadata.insert(owned.to_string(), value.clone()),
+            None => metadata.remove(owned),
+        };
+    }
+    object
 }
 
 /// Server-side apply, as far as annotations go: `manager` owns exactly the annotations of its
