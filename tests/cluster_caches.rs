@@ -370,7 +370,8 @@ async fn the_binary_says_which_mode_it_is_in_and_why() {
 
     for (env, flags, mode, why) in [
         (
-            vec![("KUBECONFIG", kubeconfig.to_str().unwrap())],
+            // The reconciler's Lease lives in the webhook's namespace: a pod's, here the variable's.
+            vec![("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAMESPACE", "divert-system")],
             vec![],
             "cluster",
             kubeconfig.to_str().unwrap().to_string(),

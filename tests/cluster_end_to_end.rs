@@ -101,11 +101,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 /// The divert entries of `object` (`divert.okteto.com/` keys but the reserved names).
 fn entries(object: &Value) -> BTreeSet<String> {
     let Some(annotations) = object["metadata"]["annotations"].as_object() else { return BTreeSet::new() };
-    annotations
-        .keys()
-        .filter(|k| k.starts_with("divert.okteto.com/") && *k != HEADER && *k != FROM)
-        .cloned()
-        .collect()
+    annotations.keys().filter(|k| k.starts_with("divert.okteto.com/") && *k != HEADER && *k != FROM).cloned().collect()
 }
 
 /// Checks what §4 says a clone of route `original` for developer `key` is: just before its
@@ -222,10 +218,8 @@ impl Cluster {
         }
         let endpoints = bound.iter().map(|(_, server)| format!("https://{}", server.https_addr())).collect();
         self.api.admit(VIRTUAL_SERVICES, Webhooks { client: http1_client(&self.pki.ca_pem()), endpoints });
-        let replicas: Vec<Replica> = bound
-            .into_iter()
-            .map(|(identity, server)| Replica { identity, server: TestServer::run(server) })
-            .collect();
+        let replicas: Vec<Replica> =
+            bound.into_iter().map(|(identity, server)| Replica { identity, server: TestServer::run(server) }).collect();
         for replica in &replicas {
             assert!(within(CONVERGENCE, || replica.ready()).await, "{} never ready", replica.identity);
         }
@@ -313,8 +307,11 @@ async fn a_labelled_namespace_gets_entries_and_routes_that_follow_its_services_a
     check_clone(&shop(), "cindy", "api");
     check_clone(&shop(), "dave", "api");
     // The reconciler wrote annotations only (§10.2); the routes are admission's.
-    let patches: Vec<Received> =
-        cluster.vs_patches(before_label).into_iter().filter(|p| p.uri.contains("/staging/virtualservices/shop")).collect();
+    let patches: Vec<Received> = cluster
+        .vs_patches(before_label)
+        .into_iter()
+        .filter(|p| p.uri.contains("/staging/virtualservices/shop"))
+        .collect();
     assert!(!patches.is_empty());
     for patch in &patches {
         assert_eq!(patch.user.as_deref(), Some("replica-a"));
@@ -334,7 +331,8 @@ async fn a_labelled_namespace_gets_entries_and_routes_that_follow_its_services_a
     api.put(service("cindy", "web"));
     let converged = within(CONVERGENCE, || {
         now(annotation(&shop(), &cindy) == Some(&entry_value("cindy", &["api", "web"]))
-            && clones(&shop()) == set(&["okteto-divert-cindy-api", "okteto-divert-cindy-web", "okteto-divert-dave-api"]))
+            && clones(&shop())
+                == set(&["okteto-divert-cindy-api", "okteto-divert-cindy-web", "okteto-divert-dave-api"]))
     })
     .await;
     assert!(converged, "{}", shop());
@@ -421,10 +419,7 @@ async fn an_okteto_cli_entry_for_a_namespace_gone_past_the_grace_is_removed_and_
     assert_eq!(patch.user.as_deref(), Some("replica-a"));
     assert_eq!(patch.content_type, "application/json-patch+json");
     let path = "/metadata/annotations/divert.okteto.com~1bob-shop";
-    assert_eq!(
-        patch.json(),
-        json!([{"op": "test", "path": path, "value": bob_value}, {"op": "remove", "path": path}])
-    );
+    assert_eq!(patch.json(), json!([{"op": "test", "path": path, "value": bob_value}, {"op": "remove", "path": path}]));
     // The patch came back through admission: erin's entry, without `services`, diverts what
     // erin runs (§10.4); bob has no routes.
     assert_eq!(clones(&shop()), set(&["okteto-divert-erin-api"]), "{}", shop());
@@ -566,7 +561,12 @@ async fn once_converged_a_reconcile_writes_nothing() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let patches = cluster.vs_patches(quiet_from);
     let written: Vec<&str> = patches.iter().map(|p| p.uri.split('?').next().unwrap()).collect();
-    assert_eq!(written, ["/apis/networking.istio.io/v1/namespaces/staging/virtualservices/cart"], "{:?}", brief(&patches));
+    assert_eq!(
+        written,
+        ["/apis/networking.istio.io/v1/namespaces/staging/virtualservices/cart"],
+        "{:?}",
+        brief(&patches)
+    );
     assert_eq!(shop()["metadata"]["resourceVersion"], shop_version);
     assert_eq!(web()["metadata"]["resourceVersion"], web_version);
     for replica in replicas {

@@ -158,14 +158,19 @@ impl Webhooks {
                 let message = response["status"]["message"].as_str().unwrap_or("without explanation");
                 // The apiserver never answers a rejection below 400.
                 let code = response["status"]["code"].as_u64().filter(|c| (400..600).contains(c)).unwrap_or(400);
-                return Err(Refused(code as u16, format!("admission webhook \"{webhook}\" denied the request: {message}")));
+                return Err(Refused(
+                    code as u16,
+                    format!("admission webhook \"{webhook}\" denied the request: {message}"),
+                ));
             }
             if let Some(encoded) = response["patch"].as_str() {
                 let patch = base64::engine::general_purpose::STANDARD
                     .decode(encoded)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice::<json_patch::Patch>(&bytes).ok())
-                    .ok_or_else(|| Refused(500, format!("webhook \"{webhook}\" answered a patch that is not a JSON patch")))?;
+                    .ok_or_else(|| {
+                        Refused(500, format!("webhook \"{webhook}\" answered a patch that is not a JSON patch"))
+                    })?;
                 json_patch::patch(&mut object, &patch)
                     .map_err(|error| Refused(500, format!("webhook \"{webhook}\"'s patch does not apply: {error}")))?;
             }
@@ -645,7 +650,7 @@ fn answer(state: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bo
                     let stored = state.store(&write.resource, write.object);
                     json_response(code, &stored)
                 }
-                Err(refused) => refused,
+                Err((code, refused)) => json_response(code, &refused),
             }
         }
         (Method::DELETE, Some(name)) => match state.remove(&resource, &namespace_str, &name, true) {
@@ -657,26 +662,31 @@ fn answer(state: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bo
 }
 
 /// What a create (POST), replace (PUT) or patch (PATCH) would store, before admission; or the
-/// answer refusing it.
-fn candidate(state: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Result<Attributes, Response> {
-    let not_found = |plural: &str, name: &str| {
-        json_response(404, &status(404, "NotFound", &format!("{plural} \"{name}\" not found")))
-    };
+/// answer refusing it (status code and Status).
+fn candidate(
+    state: &Inner,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Attributes, (u16, Value)> {
+    let not_found =
+        |plural: &str, name: &str| refusal(404, &status(404, "NotFound", &format!("{plural} \"{name}\" not found")));
     let Some((resource, namespace, name)) = route(&state.served, uri.path()) else {
-        return Err(json_response(404, &status(404, "NotFound", "the server could not find the requested resource")));
+        return Err(refusal(404, &status(404, "NotFound", "the server could not find the requested resource")));
     };
     let namespace = namespace.unwrap_or_default();
     let (object, old_object, name) = match (method.clone(), name) {
         (Method::POST, None) => {
             let Ok(mut object) = serde_json::from_slice::<Value>(body) else {
-                return Err(json_response(400, &status(400, "BadRequest", "body is not JSON")));
+                return Err(refusal(400, &status(400, "BadRequest", "body is not JSON")));
             };
             if !namespace.is_empty() {
                 object["metadata"]["namespace"] = json!(namespace);
             }
             let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
             if state.objects.contains_key(&key(&resource, &namespace, &name)) {
-                return Err(json_response(
+                return Err(refusal(
                     409,
                     &status(409, "AlreadyExists", &format!("{} \"{name}\" already exists", resource.plural)),
                 ));
@@ -685,7 +695,7 @@ fn candidate(state: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bod
         }
         (Method::PUT, Some(name)) => {
             let Ok(object) = serde_json::from_slice::<Value>(body) else {
-                return Err(json_response(400, &status(400, "BadRequest", "body is not JSON")));
+                return Err(refusal(400, &status(400, "BadRequest", "body is not JSON")));
             };
             let Some(current) = state.objects.get(&key(&resource, &namespace, &name)) else {
                 return Err(not_found(resource.plural, &name));
@@ -693,7 +703,7 @@ fn candidate(state: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bod
             let given = object.pointer("/metadata/resourceVersion").and_then(Value::as_str);
             if given.is_some_and(|rv| Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str))
             {
-                return Err(json_response(
+                return Err(refusal(
                     409,
                     &status(
                         409,
@@ -712,51 +722,49 @@ fn candidate(state: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bod
             let patched = match content_type.split(';').next().unwrap_or("") {
                 "application/apply-patch+yaml" => {
                     let Some(manager) = query_param(uri, "fieldManager") else {
-                        return Err(json_response(
-                            422,
-                            &status(422, "Invalid", "fieldManager is required for apply patch"),
-                        ));
+                        return Err(refusal(422, &status(422, "Invalid", "fieldManager is required for apply patch")));
                     };
                     let Ok(patch) = serde_saphyr::from_str::<Value>(std::str::from_utf8(body).unwrap_or("")) else {
-                        return Err(json_response(400, &status(400, "BadRequest", "apply patch is not YAML")));
+                        return Err(refusal(400, &status(400, "BadRequest", "apply patch is not YAML")));
                     };
                     apply_annotations(current.clone(), &patch, manager)
                 }
                 "application/json-patch+json" => {
                     let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(body) else {
-                        return Err(json_response(400, &status(400, "BadRequest", "not a JSON patch")));
+                        return Err(refusal(400, &status(400, "BadRequest", "not a JSON patch")));
                     };
                     let mut object = current.clone();
                     if let Err(error) = json_patch::patch(&mut object, &patch) {
-                        return Err(json_response(
-                            422,
-                            &status(422, "Invalid", &format!("the JSON patch failed: {error}")),
-                        ));
+                        return Err(refusal(422, &status(422, "Invalid", &format!("the JSON patch failed: {error}"))));
                     }
                     object
                 }
                 "application/merge-patch+json" => {
                     let Ok(patch) = serde_json::from_slice::<Value>(body) else {
-                        return Err(json_response(400, &status(400, "BadRequest", "not a merge patch")));
+                        return Err(refusal(400, &status(400, "BadRequest", "not a merge patch")));
                     };
                     let mut object = current.clone();
                     json_patch::merge(&mut object, &patch);
                     object
                 }
                 other => {
-                    return Err(json_response(
-                        415,
-                        &status(415, "UnsupportedMediaType", &format!("patch type {other:?}")),
-                    ));
+                    return Err(refusal(415, &status(415, "UnsupportedMediaType", &format!("patch type {other:?}"))));
                 }
             };
             (patched, Some(current), name)
         }
-        _ => return Err(json_response(405, &status(405, "MethodNotAllowed", &format!("{method} is not supported here")))),
+        _ => {
+            return Err(refusal(405, &status(405, "MethodNotAllowed", &format!("{method} is not supported here"))));
+        }
     };
     let operation = if old_object.is_some() { "UPDATE" } else { "CREATE" };
     let field_manager = query_param(uri, "fieldManager").map(str::to_string);
     Ok(Attributes { resource, operation, namespace, name, user: None, object, old_object, field_manager })
+}
+
+/// A refusal of [`candidate`]: its status code and Status, answered by the caller.
+fn refusal(code: u16, status: &Value) -> (u16, Value) {
+    (code, status.clone())
 }
 
 /// A write that goes through admission: the candidate is computed, admitted without holding the
@@ -777,7 +785,7 @@ async fn admitted_write(
             let state = inner.lock().unwrap();
             match candidate(&state, method, uri, headers, body) {
                 Ok(attributes) => Attributes { user: user.clone(), ..attributes },
-                Err(refused) => return refused,
+                Err((code, refused)) => return json_response(code, &refused),
             }
         };
         let admitted = match webhooks.admit(&attributes).await {
