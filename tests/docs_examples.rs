@@ -155,9 +155,13 @@ fn the_httproutes_doc_quotes_real_output() {
         run(&["mutate", "--driver", "nginx", "--cluster", fixture, "-f", "deploy/examples/httproute-developer.yaml"]);
     assert_eq!(block_after(&doc, "deploy/examples/httproute-developer.yaml` prints"), mutated);
     assert!(mutated.contains("okteto-divert=cindy"));
-    // The webhook rules the doc quotes are deploy/webhook.yaml's.
-    let webhook = read("deploy/webhook.yaml");
-    for line in block_after(&doc, "`/mutate` and `/validate`:").lines() {
-        assert!(webhook.contains(line.trim()), "deploy/webhook.yaml lacks {line}");
+    // The webhook rules the doc quotes are deploy/base/webhooks.yaml's, in both configurations.
+    let webhook = read("deploy/base/webhooks.yaml");
+    for line in block_after(&doc, "under either driver:").lines() {
+        assert_eq!(
+            webhook.matches(line.trim()).count(),
+            2,
+            "deploy/base/webhooks.yaml lacks {line} in a configuration"
+        );
     }
 }
