@@ -573,3 +573,37 @@ async fn once_converged_a_reconcile_writes_nothing() {
         replica.server.stop().await;
     }
 }
+
+/// A developer namespace deleted while the watches were down leaves no DELETED event: the
+/// caches' re-list (after `410 Gone`) drops it, and its entry and routes go all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_deleted_during_a_watch_outage_loses_its_entry_after_the_relist() {
+    let cluster = Cluster::new().await;
+    let api = &cluster.api;
+    api.put(namespace("staging", json!({})));
+    api.put(namespace("dave", json!({FROM: "staging"})));
+    for ns in ["staging", "dave"] {
+        api.put(service(ns, "api"));
+    }
+    api.put(shared_vs("shop", &["api"], json!({})));
+    let replicas = cluster.start(&["replica-a"], &[]).await;
+    let shop = || cluster.vs("staging", "shop");
+    let converged = within(CONVERGENCE, || now(clones(&shop()) == set(&["okteto-divert-dave-api"]))).await;
+    assert!(converged, "{}", shop());
+
+    let namespace_lists = || {
+        let requests = cluster.api.requests();
+        requests.iter().filter(|r| r.starts_with("GET /api/v1/namespaces?") && !r.contains("watch=true")).count()
+    };
+    let lists_before = namespace_lists();
+    // Only the namespace: its Service, still listed, must not keep it a developer namespace.
+    api.remove_silently(&NAMESPACES, "", "dave");
+    api.compact();
+    api.drop_watches();
+    let converged = within(CONVERGENCE, || now(entries(&shop()).is_empty() && clones(&shop()).is_empty())).await;
+    assert!(converged, "{}", shop());
+    assert!(namespace_lists() > lists_before, "the namespaces were listed again");
+    for replica in replicas {
+        replica.server.stop().await;
+    }
+}
