@@ -13,8 +13,10 @@
 //!   only an absence in the next list.
 //!
 //! A newer snapshot arriving while a plan is being written stops that plan: the rest is planned
-//! again from the newer one (an object written in this round whose write the newer snapshot does
-//! not show yet is not written twice). A plan with nothing to change writes nothing.
+//! again from the newer one. An object written in the last 2 s whose write the snapshot does not
+//! show yet is not written twice (also when the round that wrote it had ended: the next one may
+//! start from a snapshot built just before the write); it is looked at again 2 s later. A plan
+//! with nothing to change writes nothing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -139,12 +141,22 @@ pub async fn reconcile_while_held(
 ) {
     let mut next_resync = tokio::time::Instant::now() + config.resync_interval;
     let mut problems = Problems::default();
+    let mut recent_writes = Vec::new();
     loop {
         let latest = snapshots.borrow_and_update().clone();
         let wake = match latest {
             None => None,
             Some(snapshot) => {
-                let round = round(writer, &mut snapshots, snapshot, settings, config.stale_grace, &mut problems).await;
+                let round = round(
+                    writer,
+                    &mut snapshots,
+                    snapshot,
+                    settings,
+                    config.stale_grace,
+                    &mut problems,
+                    &mut recent_writes,
+                )
+                .await;
                 if round.stopped {
                     // Lost the Lease: the caller cancels this; wait for it.
                     std::future::pending::<()>().await;
@@ -178,7 +190,8 @@ async fn sleep_until(wake: Option<tokio::time::Instant>) {
 struct Round {
     /// The snapshot the round ended with.
     snapshot: Arc<ClusterSnapshot>,
-    /// Objects written this round were planned again unchanged and not written twice.
+    /// Objects written recently (this round or in the last 2 s) were planned again unchanged and
+    /// not written twice.
     skipped: bool,
     /// The Lease was lost.
     stopped: bool,
@@ -200,6 +213,7 @@ impl Problems {
 }
 
 /// Plans from `snapshot` and writes the plan; a newer snapshot meanwhile replaces the rest of it.
+/// `recent_writes` (kept across rounds) holds what was written and when.
 async fn round(
     writer: &Writer,
     snapshots: &mut Snapshots,
@@ -207,10 +221,12 @@ async fn round(
     settings: &Settings,
     grace: Duration,
     problems: &mut Problems,
+    recent_writes: &mut Vec<(ObjectChanges, tokio::time::Instant)>,
 ) -> Round {
     let mut written: Vec<ObjectChanges> = Vec::new();
     let mut written_owned: Vec<OwnedChange> = Vec::new();
     let mut skipped = false;
+    recent_writes.retain(|(_, at)| at.elapsed() < RECHECK_AFTER_SKIPS);
     'plan: loop {
         let absence = snapshot.absence(grace, Instant::now());
         let plan = reconcile::plan(&snapshot.state, settings, &absence);
@@ -224,14 +240,18 @@ async fn round(
                 snapshot = newer;
                 continue 'plan;
             }
-            if written.contains(&changes) {
+            if written.contains(&changes) || recent_writes.iter().any(|(recent, _)| *recent == changes) {
                 skipped = true;
                 continue;
             }
             let replan = |fresh: &Value| plan_object(&snapshot.state, settings, &absence, fresh);
             match writer.write(&changes, &replan).await {
                 WriteOutcome::Stopped => return Round { snapshot, skipped, stopped: true },
-                WriteOutcome::Written | WriteOutcome::Unneeded | WriteOutcome::Failed => written.push(changes),
+                WriteOutcome::Written => {
+                    recent_writes.push((changes.clone(), tokio::time::Instant::now()));
+                    written.push(changes);
+                }
+                WriteOutcome::Unneeded | WriteOutcome::Failed => written.push(changes),
             }
         }
         // SPEC §11: the objects the webhook owns, in the plan's order.

@@ -201,12 +201,19 @@ impl Server {
         let view = Arc::new(ArcSwapOption::<ClusterSnapshot>::empty());
         let cluster_client = cluster.clone();
         let caches = cluster.map(|client| caches::start(client, metrics.caches(), cache_options));
+        // The reconciler gets each snapshot only once the reviews read it: its writes come back
+        // through admission, which must not answer them from an older view than the one they were
+        // planned from (a header annotation released with the label would leave the header in
+        // place, read from a view where the label is still there).
+        let (reviewed_sender, reviewed_snapshots) = watch::channel(None);
         let view_feed = caches.as_ref().map(|caches| {
             let mut snapshots = caches.snapshots();
             let view = view.clone();
             tokio::spawn(async move {
                 while snapshots.changed().await.is_ok() {
-                    view.store(snapshots.borrow_and_update().clone());
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    view.store(snapshot.clone());
+                    reviewed_sender.send_replace(snapshot);
                 }
             })
         });
@@ -214,9 +221,9 @@ impl Server {
         // stops writing (and frees the Lease) as soon as shutdown begins.
         let (reconciler_stop, reconciler_stopped) = tokio::sync::oneshot::channel::<()>();
         let reconciler_task = match (&caches, &cluster_client, reconciler) {
-            (Some(caches), Some(client), Some(config)) => Some(tokio::spawn(crate::cluster::reconciler::run(
+            (Some(_), Some(client), Some(config)) => Some(tokio::spawn(crate::cluster::reconciler::run(
                 client.clone(),
-                caches.snapshots(),
+                reviewed_snapshots,
                 settings.clone(),
                 config,
                 metrics.reconciler.clone(),

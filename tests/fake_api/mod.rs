@@ -11,11 +11,17 @@
 //! resumes from its last resourceVersion), [`FakeApi::compact`] (resuming gets 410 Gone, kube
 //! lists again), [`FakeApi::remove_silently`] (an object goes without a DELETED event, as
 //! during a watch outage), [`FakeApi::set_unavailable`] (every request fails).
+//!
+//! Opt-in admission ([`FakeApi::admit`]): writes of a resource through the HTTP API (create,
+//! replace, patch) go through the webhook's /mutate and then /validate over HTTPS before they are
+//! stored, as the apiserver calls its admission webhooks ([`Webhooks`]). Requests are recorded
+//! with who sent them ([`FakeApi::client_as`] gives a client its own bearer token).
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -23,6 +29,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -104,6 +111,131 @@ struct Recorded {
     object: Value,
 }
 
+/// One request as the fake received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Who sent it: the bearer token of its client ([`FakeApi::client_as`]); None without one.
+    pub user: Option<String>,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+impl Received {
+    /// The body as JSON (Null when it is not JSON, e.g. a YAML apply configuration).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The `fieldManager` query parameter.
+    pub fn field_manager(&self) -> Option<&str> {
+        let (_, query) = self.uri.split_once('?')?;
+        query.split('&').find_map(|pair| pair.strip_prefix("fieldManager="))
+    }
+}
+
+/// The admission webhooks the fake calls on writes, as the apiserver does: the mutating one
+/// (`/mutate`), its JSON patch applied, then the validating one (`/validate`); a denial fails the
+/// write with the webhook's message. `endpoints` are the base URLs of the webhook's replicas
+/// (`https://127.0.0.1:PORT`), tried in order as a Service's endpoints are: one that cannot be
+/// reached is skipped. None reachable fails the write (`failurePolicy: Fail`, as deploy/ sets it).
+#[derive(Clone)]
+pub struct Webhooks {
+    pub client: reqwest::Client,
+    pub endpoints: Vec<String>,
+}
+
+/// A write about to be stored, as admission sees it.
+struct Attributes {
+    resource: Resource,
+    operation: &'static str,
+    namespace: String,
+    name: String,
+    user: Option<String>,
+    object: Value,
+    old_object: Option<Value>,
+    field_manager: Option<String>,
+}
+
+/// A webhook's refusal or failure: the status code and message the apiserver answers with.
+struct Refused(u16, String);
+
+impl Webhooks {
+    /// The object as admission leaves it, or why the write is refused.
+    async fn admit(&self, attributes: &Attributes) -> Result<Value, Refused> {
+        let mut object = attributes.object.clone();
+        for (path, webhook) in [("mutate", "mutate.divert.okteto.com"), ("validate", "validate.divert.okteto.com")] {
+            let answer = self.call(path, webhook, &attributes.review(&object)).await?;
+            let response = &answer["response"];
+            if response["allowed"] != json!(true) {
+                let message = response["status"]["message"].as_str().unwrap_or("without explanation");
+                // The apiserver never answers a rejection below 400.
+                let code = response["status"]["code"].as_u64().filter(|c| (400..600).contains(c)).unwrap_or(400);
+                return Err(Refused(
+                    code as u16,
+                    format!("admission webhook \"{webhook}\" denied the request: {message}"),
+                ));
+            }
+            if let Some(encoded) = response["patch"].as_str() {
+                let patch = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<json_patch::Patch>(&bytes).ok())
+                    .ok_or_else(|| {
+                        Refused(500, format!("webhook \"{webhook}\" answered a patch that is not a JSON patch"))
+                    })?;
+                json_patch::patch(&mut object, &patch)
+                    .map_err(|error| Refused(500, format!("webhook \"{webhook}\"'s patch does not apply: {error}")))?;
+            }
+        }
+        Ok(object)
+    }
+
+    async fn call(&self, path: &str, webhook: &str, review: &Value) -> Result<Value, Refused> {
+        let mut failure = String::from("no endpoints");
+        for endpoint in &self.endpoints {
+            match self.client.post(format!("{endpoint}/{path}?timeout=10s")).json(review).send().await {
+                Ok(response) if response.status() == 200 => {
+                    return response.json().await.map_err(|error| {
+                        Refused(500, format!("failed calling webhook \"{webhook}\": the answer is not JSON: {error}"))
+                    });
+                }
+                Ok(response) => failure = format!("HTTP {}", response.status()),
+                Err(error) => failure = error.to_string(),
+            }
+        }
+        Err(Refused(500, format!("Internal error occurred: failed calling webhook \"{webhook}\": {failure}")))
+    }
+}
+
+impl Attributes {
+    /// The AdmissionReview the apiserver sends for this write.
+    fn review(&self, object: &Value) -> Value {
+        static UIDS: AtomicU64 = AtomicU64::new(1);
+        let uid = format!("fake-api-{}", UIDS.fetch_add(1, Ordering::Relaxed));
+        let kind = json!({"group": self.resource.group, "version": self.resource.version, "kind": self.resource.kind});
+        let resource =
+            json!({"group": self.resource.group, "version": self.resource.version, "resource": self.resource.plural});
+        let options_kind = if self.operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" };
+        let mut request = json!({
+            "uid": uid, "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
+            "name": self.name, "operation": self.operation,
+            "userInfo": {"username": self.user.clone().unwrap_or_else(|| "system:anonymous".into())},
+            "object": object, "oldObject": self.old_object, "dryRun": false,
+            "options": {"kind": options_kind, "apiVersion": "meta.k8s.io/v1"},
+        });
+        if !self.namespace.is_empty() {
+            request["namespace"] = json!(self.namespace);
+        }
+        if let Some(manager) = &self.field_manager {
+            request["options"]["fieldManager"] = json!(manager);
+        }
+        json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": request})
+    }
+}
+
 struct Inner {
     resource_version: u64,
     /// Resumes from a resourceVersion below this get 410 Gone.
@@ -114,7 +246,9 @@ struct Inner {
     history: Vec<Recorded>,
     watches: Vec<Watch>,
     unavailable: bool,
-    requests: Vec<String>,
+    requests: Vec<Received>,
+    /// Resources whose writes go through admission, and the webhooks that admit them.
+    admission: Vec<(Resource, Webhooks)>,
 }
 
 /// The fake API server, running on its own task until dropped.
@@ -166,6 +300,7 @@ impl FakeApi {
             watches: Vec::new(),
             unavailable: false,
             requests: Vec::new(),
+            admission: Vec::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -185,6 +320,23 @@ impl FakeApi {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = kube::Config::new(self.url().parse().unwrap());
         kube::Client::try_from(config).unwrap()
+    }
+
+    /// A kube client whose requests carry the bearer token `user`: the fake records them as sent
+    /// by `user` (as the apiserver knows its requester).
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut config = kube::Config::new(self.url().parse().unwrap());
+        config.auth_info = serde_json::from_value(json!({"token": user})).unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// From now on, writes of `resource` through the HTTP API go through `webhooks` before they
+    /// are stored ([`Webhooks`]). Objects the test stores itself ([`FakeApi::put`]) do not.
+    pub fn admit(&self, resource: Resource, webhooks: Webhooks) {
+        let mut inner = self.lock();
+        inner.admission.retain(|(r, _)| *r != resource);
+        inner.admission.push((resource, webhooks));
     }
 
     /// A kubeconfig file (in `dir`) pointing at this server, for the real binary.
@@ -273,6 +425,11 @@ impl FakeApi {
 
     /// Every request so far, as `METHOD path?query`.
     pub fn requests(&self) -> Vec<String> {
+        self.lock().requests.iter().map(|r| format!("{} {}", r.method, r.uri)).collect()
+    }
+
+    /// Every request so far, with who sent it and its body.
+    pub fn received(&self) -> Vec<Received> {
         self.lock().requests.clone()
     }
 
@@ -376,15 +533,44 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut state = inner.lock().unwrap();
-    state.requests.push(format!("{method} {uri}"));
-    if state.unavailable {
-        // 500, not 503: kube's client retries a 503 by itself for minutes before its caller sees it.
-        return json_response(500, &status(500, "InternalError", "the fake API is failing"));
+    let user = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let webhooks = {
+        let mut state = inner.lock().unwrap();
+        state.requests.push(Received {
+            method: method.to_string(),
+            uri: uri.to_string(),
+            user: user.clone(),
+            content_type,
+            body: body.clone(),
+        });
+        if state.unavailable {
+            // 500, not 503: kube's client retries a 503 by itself for minutes before its caller sees it.
+            return json_response(500, &status(500, "InternalError", "the fake API is failing"));
+        }
+        let write = matches!(method, Method::POST | Method::PUT | Method::PATCH);
+        match route(&state.served, uri.path()) {
+            Some((resource, _, _)) if write => {
+                state.admission.iter().find(|(admitted, _)| *admitted == resource).map(|(_, webhooks)| webhooks.clone())
+            }
+            _ => None,
+        }
+    };
+    match webhooks {
+        Some(webhooks) => admitted_write(&inner, &webhooks, &method, &uri, &headers, &body, user).await,
+        None => answer(&mut inner.lock().unwrap(), &method, &uri, &headers, &body),
     }
+}
+
+/// Answers a request that needs no admission.
+fn answer(state: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
     let path = uri.path();
     // Discovery of one group version.
-    if method == Method::GET
+    if *method == Method::GET
         && let Some(group_version) = path.strip_prefix("/apis/").filter(|gv| gv.matches('/').count() == 1)
     {
         let resources: Vec<Value> = state
@@ -413,8 +599,8 @@ async fn handle(
         .is_some_and(|accept| accept.contains("as=PartialObjectMetadata"));
     let namespace_str = namespace.clone().unwrap_or_default();
     match (method.clone(), name) {
-        (Method::GET, None) if query_param(&uri, "watch") == Some("true") => {
-            let from: u64 = query_param(&uri, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+        (Method::GET, None) if query_param(uri, "watch") == Some("true") => {
+            let from: u64 = query_param(uri, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
             let (sender, receiver) = mpsc::unbounded_channel();
             if from < state.compacted {
                 let gone = status(410, "Expired", &format!("too old resource version: {from} ({})", state.compacted));
@@ -440,9 +626,9 @@ async fn handle(
             let prefix = format!("{}.{}", resource.plural, resource.api_version());
             // Pages as the apiserver gives them: `limit` items, then a `continue` token (here
             // the offset of the next item).
-            let offset: usize = query_param(&uri, "continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+            let offset: usize = query_param(uri, "continue").and_then(|c| c.parse().ok()).unwrap_or(0);
             let limit: usize =
-                query_param(&uri, "limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+                query_param(uri, "limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
             let mut matching = state
                 .objects
                 .iter()
@@ -472,97 +658,15 @@ async fn handle(
             Some(object) => json_response(200, object),
             None => json_response(404, &status(404, "NotFound", &format!("{} \"{name}\" not found", resource.plural))),
         },
-        (Method::POST, None) => {
-            let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
-                return json_response(400, &status(400, "BadRequest", "body is not JSON"));
-            };
-            if let Some(ns) = &namespace {
-                object["metadata"]["namespace"] = json!(ns);
+        (Method::POST, None) | (Method::PUT, Some(_)) | (Method::PATCH, Some(_)) => {
+            match candidate(state, method, uri, headers, body) {
+                Ok(write) => {
+                    let code = if write.old_object.is_some() { 200 } else { 201 };
+                    let stored = state.store(&write.resource, write.object);
+                    json_response(code, &stored)
+                }
+                Err((code, refused)) => json_response(code, &refused),
             }
-            let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            if state.objects.contains_key(&key(&resource, &namespace_str, &name)) {
-                return json_response(
-                    409,
-                    &status(409, "AlreadyExists", &format!("{} \"{name}\" already exists", resource.plural)),
-                );
-            }
-            let stored = state.store(&resource, object);
-            json_response(201, &stored)
-        }
-        (Method::PUT, Some(name)) => {
-            let Ok(object) = serde_json::from_slice::<Value>(&body) else {
-                return json_response(400, &status(400, "BadRequest", "body is not JSON"));
-            };
-            let Some(current) = state.objects.get(&key(&resource, &namespace_str, &name)) else {
-                return json_response(
-                    404,
-                    &status(404, "NotFound", &format!("{} \"{name}\" not found", resource.plural)),
-                );
-            };
-            let given = object.pointer("/metadata/resourceVersion").and_then(Value::as_str);
-            if given.is_some_and(|rv| Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str))
-            {
-                return json_response(
-                    409,
-                    &status(
-                        409,
-                        "Conflict",
-                        "the object has been modified; please apply your changes to the latest version and try again",
-                    ),
-                );
-            }
-            let stored = state.store(&resource, object);
-            json_response(200, &stored)
-        }
-        (Method::PATCH, Some(name)) => {
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let is_apply = content_type.starts_with("application/apply-patch+yaml");
-            let current = state.objects.get(&key(&resource, &namespace_str, &name)).cloned();
-            // A server-side apply makes the object when there is none (the apiserver's upsert).
-            let current = match current {
-                None if is_apply => Some(json!({"metadata": {"name": name, "namespace": namespace_str}})),
-                current => current,
-            };
-            let Some(current) = current else {
-                return json_response(
-                    404,
-                    &status(404, "NotFound", &format!("{} \"{name}\" not found", resource.plural)),
-                );
-            };
-            let patched = match content_type.split(';').next().unwrap_or("") {
-                "application/apply-patch+yaml" => {
-                    let Some(manager) = query_param(&uri, "fieldManager") else {
-                        return json_response(422, &status(422, "Invalid", "fieldManager is required for apply patch"));
-                    };
-                    let Ok(patch) = serde_saphyr::from_str::<Value>(std::str::from_utf8(&body).unwrap_or("")) else {
-                        return json_response(400, &status(400, "BadRequest", "apply patch is not YAML"));
-                    };
-                    server_side_apply(current, &patch, manager)
-                }
-                "application/json-patch+json" => {
-                    let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(&body) else {
-                        return json_response(400, &status(400, "BadRequest", "not a JSON patch"));
-                    };
-                    let mut object = current;
-                    if let Err(error) = json_patch::patch(&mut object, &patch) {
-                        return json_response(422, &status(422, "Invalid", &format!("the JSON patch failed: {error}")));
-                    }
-                    object
-                }
-                "application/merge-patch+json" => {
-                    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
-                        return json_response(400, &status(400, "BadRequest", "not a merge patch"));
-                    };
-                    let mut object = current;
-                    json_patch::merge(&mut object, &patch);
-                    object
-                }
-                other => {
-                    return json_response(415, &status(415, "UnsupportedMediaType", &format!("patch type {other:?}")));
-                }
-            };
-            let stored = state.store(&resource, patched);
-            json_response(200, &stored)
         }
         (Method::DELETE, Some(name)) => {
             // DeleteOptions' `preconditions.uid`: the object must still be the one meant.
@@ -615,6 +719,163 @@ fn server_side_apply(object: Value, patch: &Value, manager: &str) -> Value {
         };
     }
     object
+}
+
+/// What a create (POST), replace (PUT) or patch (PATCH) would store, before admission; or the
+/// answer refusing it (status code and Status).
+fn candidate(
+    state: &Inner,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Attributes, (u16, Value)> {
+    let not_found =
+        |plural: &str, name: &str| refusal(404, &status(404, "NotFound", &format!("{plural} \"{name}\" not found")));
+    let Some((resource, namespace, name)) = route(&state.served, uri.path()) else {
+        return Err(refusal(404, &status(404, "NotFound", "the server could not find the requested resource")));
+    };
+    let namespace = namespace.unwrap_or_default();
+    let (object, old_object, name) = match (method.clone(), name) {
+        (Method::POST, None) => {
+            let Ok(mut object) = serde_json::from_slice::<Value>(body) else {
+                return Err(refusal(400, &status(400, "BadRequest", "body is not JSON")));
+            };
+            if !namespace.is_empty() {
+                object["metadata"]["namespace"] = json!(namespace);
+            }
+            let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            if state.objects.contains_key(&key(&resource, &namespace, &name)) {
+                return Err(refusal(
+                    409,
+                    &status(409, "AlreadyExists", &format!("{} \"{name}\" already exists", resource.plural)),
+                ));
+            }
+            (object, None, name)
+        }
+        (Method::PUT, Some(name)) => {
+            let Ok(object) = serde_json::from_slice::<Value>(body) else {
+                return Err(refusal(400, &status(400, "BadRequest", "body is not JSON")));
+            };
+            let Some(current) = state.objects.get(&key(&resource, &namespace, &name)) else {
+                return Err(not_found(resource.plural, &name));
+            };
+            let given = object.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+            if given.is_some_and(|rv| Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str))
+            {
+                return Err(refusal(
+                    409,
+                    &status(
+                        409,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ),
+                ));
+            }
+            (object, Some(current.clone()), name)
+        }
+        (Method::PATCH, Some(name)) => {
+            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let is_apply = content_type.starts_with("application/apply-patch+yaml");
+            let stored = state.objects.get(&key(&resource, &namespace, &name)).cloned();
+            let existed = stored.is_some();
+            // A server-side apply makes the object when there is none (the apiserver's upsert).
+            let current = match stored {
+                None if is_apply => json!({"metadata": {"name": name, "namespace": namespace}}),
+                Some(current) => current,
+                None => return Err(not_found(resource.plural, &name)),
+            };
+            let patched = match content_type.split(';').next().unwrap_or("") {
+                "application/apply-patch+yaml" => {
+                    let Some(manager) = query_param(uri, "fieldManager") else {
+                        return Err(refusal(422, &status(422, "Invalid", "fieldManager is required for apply patch")));
+                    };
+                    let Ok(patch) = serde_saphyr::from_str::<Value>(std::str::from_utf8(body).unwrap_or("")) else {
+                        return Err(refusal(400, &status(400, "BadRequest", "apply patch is not YAML")));
+                    };
+                    server_side_apply(current.clone(), &patch, manager)
+                }
+                "application/json-patch+json" => {
+                    let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(body) else {
+                        return Err(refusal(400, &status(400, "BadRequest", "not a JSON patch")));
+                    };
+                    let mut object = current.clone();
+                    if let Err(error) = json_patch::patch(&mut object, &patch) {
+                        return Err(refusal(422, &status(422, "Invalid", &format!("the JSON patch failed: {error}"))));
+                    }
+                    object
+                }
+                "application/merge-patch+json" => {
+                    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+                        return Err(refusal(400, &status(400, "BadRequest", "not a merge patch")));
+                    };
+                    let mut object = current.clone();
+                    json_patch::merge(&mut object, &patch);
+                    object
+                }
+                other => {
+                    return Err(refusal(415, &status(415, "UnsupportedMediaType", &format!("patch type {other:?}"))));
+                }
+            };
+            (patched, existed.then_some(current), name)
+        }
+        _ => {
+            return Err(refusal(405, &status(405, "MethodNotAllowed", &format!("{method} is not supported here"))));
+        }
+    };
+    let operation = if old_object.is_some() { "UPDATE" } else { "CREATE" };
+    let field_manager = query_param(uri, "fieldManager").map(str::to_string);
+    Ok(Attributes { resource, operation, namespace, name, user: None, object, old_object, field_manager })
+}
+
+/// A refusal of [`candidate`]: its status code and Status, answered by the caller.
+fn refusal(code: u16, status: &Value) -> (u16, Value) {
+    (code, status.clone())
+}
+
+/// A write that goes through admission: the candidate is computed, admitted without holding the
+/// store (the webhook may take a while), then stored if the object did not change meanwhile;
+/// if it did, all again from the new object, as the apiserver retries an update.
+async fn admitted_write(
+    inner: &Mutex<Inner>,
+    webhooks: &Webhooks,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    user: Option<String>,
+) -> Response {
+    let version = |object: Option<&Value>| object.map(|o| o["metadata"]["resourceVersion"].clone());
+    for _ in 0..5 {
+        let attributes = {
+            let state = inner.lock().unwrap();
+            match candidate(&state, method, uri, headers, body) {
+                Ok(attributes) => Attributes { user: user.clone(), ..attributes },
+                Err((code, refused)) => return json_response(code, &refused),
+            }
+        };
+        let admitted = match webhooks.admit(&attributes).await {
+            Ok(admitted) => admitted,
+            Err(Refused(code, message)) => {
+                let reason = match code {
+                    400 => "BadRequest",
+                    403 => "Forbidden",
+                    422 => "Invalid",
+                    _ => "InternalError",
+                };
+                return json_response(code, &status(code, reason, &message));
+            }
+        };
+        let mut state = inner.lock().unwrap();
+        let current = state.objects.get(&key(&attributes.resource, &attributes.namespace, &attributes.name));
+        if version(current) != version(attributes.old_object.as_ref()) {
+            continue;
+        }
+        let code = if attributes.old_object.is_some() { 200 } else { 201 };
+        let stored = state.store(&attributes.resource, admitted);
+        return json_response(code, &stored);
+    }
+    json_response(409, &status(409, "Conflict", "the object kept changing while it was admitted"))
 }
 
 /// Server-side apply, as far as annotations go: `manager` owns exactly the annotations of its
