@@ -670,7 +670,7 @@ fn answer(state: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bo
         }
         (Method::DELETE, Some(name)) => {
             // DeleteOptions' `preconditions.uid`: the object must still be the one meant.
-            let options: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let options: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
             let stored_uid = state
                 .objects
                 .get(&key(&resource, &namespace_str, &name))
