@@ -364,23 +364,9 @@ async fn discard(mut rest: Body, budget: u64, until: tokio::time::Instant) -> bo
 /// name) go through [`LogValue`], so they cannot forge a line or a field. A denial's line also
 /// names its reasons (the slugs of `divert_webhook_denials_total`).
 fn log_review(endpoint: Endpoint, summary: &Summary, elapsed: Duration) {
-    if !summary.denial_reasons.is_empty() {
-        tracing::info!(
-            endpoint = endpoint.as_str(),
-            uid = %LogValue(&summary.uid),
-            kind = %LogValue(&summary.kind),
-            namespace = %LogValue(&summary.namespace),
-            name = %LogValue(&summary.name),
-            operation = summary.operation,
-            decision = summary.outcome.as_str(),
-            reasons = %Reasons(&summary.denial_reasons),
-            patch_operations = summary.patch_operations,
-            warnings = summary.warnings,
-            micros = elapsed.as_micros() as u64,
-            "review"
-        );
-        return;
-    }
+    // An absent (None) field is left out of the line: only denials carry `reasons`.
+    let reasons =
+        (!summary.denial_reasons.is_empty()).then(|| tracing::field::display(Reasons(&summary.denial_reasons)));
     tracing::info!(
         endpoint = endpoint.as_str(),
         uid = %LogValue(&summary.uid),
@@ -389,6 +375,7 @@ fn log_review(endpoint: Endpoint, summary: &Summary, elapsed: Duration) {
         name = %LogValue(&summary.name),
         operation = summary.operation,
         decision = summary.outcome.as_str(),
+        reasons,
         patch_operations = summary.patch_operations,
         warnings = summary.warnings,
         micros = elapsed.as_micros() as u64,
