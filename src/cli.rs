@@ -171,6 +171,10 @@ pub struct RuleArgs {
     #[arg(long, env = "DIVERT_WEBHOOK_MAX_REGEX_PROGRAM_SIZE", default_value_t = DEFAULT_MAX_REGEX_PROGRAM_SIZE as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_regex_program_size: u32,
+    /// Divert through Gateway API HTTPRoutes too: developer routes and ReferenceGrants (SPEC §11.1-§11.3). Default: on with the nginx driver, off with istio.
+    #[arg(long, env = "DIVERT_WEBHOOK_GATEWAY_API", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub gateway_api: Option<bool>,
 }
 
 impl RuleArgs {
@@ -185,6 +189,7 @@ impl RuleArgs {
         settings.cluster_domain = self.cluster_domain.clone();
         settings.max_generated_routes = self.max_generated_routes;
         settings.max_regex_program_size = self.max_regex_program_size as usize;
+        settings.gateway_api = self.gateway_api.unwrap_or(self.driver == Driver::Nginx);
         settings
     }
 }

@@ -95,6 +95,12 @@ pub struct Settings {
     pub max_generated_routes: usize,
     /// A regex whose RE2 program is larger is denied (SPEC §7): Envoy would reject it.
     pub max_regex_program_size: usize,
+    /// `--gateway-api`: the reconciler keeps developer routes and ReferenceGrants for HTTPRoutes
+    /// (SPEC §11.1-§11.3), and the caches watch HTTPRoutes, ReferenceGrants and the Services'
+    /// ports for it. Off: it leaves every HTTPRoute and ReferenceGrant alone (its own included)
+    /// and Services are watched metadata-only (§10.8). On by default with the nginx driver
+    /// (Linkerd routes by HTTPRoutes), off with istio (VirtualServices route).
+    pub gateway_api: bool,
 }
 
 impl Default for Settings {
@@ -129,6 +135,7 @@ impl Settings {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
             max_generated_routes: DEFAULT_MAX_GENERATED_ROUTES,
             max_regex_program_size: DEFAULT_MAX_REGEX_PROGRAM_SIZE,
+            gateway_api: driver == Driver::Nginx,
         }
     }
 

@@ -15,7 +15,10 @@ use divert_webhook::cluster::ClusterSnapshot;
 use divert_webhook::cluster::caches::{self, CacheMetrics, CacheOptions, Caches};
 use divert_webhook::server::Server;
 use divert_webhook::settings::Settings;
-use fake_api::{FakeApi, INGRESSES, NAMESPACES, SERVICES, VIRTUAL_SERVICES, VIRTUAL_SERVICES_V1BETA1, all_resources};
+use fake_api::{
+    FakeApi, INGRESSES, NAMESPACES, REFERENCE_GRANTS, Resource, SERVICES, VIRTUAL_SERVICES, VIRTUAL_SERVICES_V1BETA1,
+    all_resources,
+};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -25,7 +28,11 @@ const VIRTUAL_SERVICE: (&str, &str, &str) = ("networking.istio.io", "v1", "Virtu
 
 /// Short timings, so that the tests wait little.
 fn fast() -> CacheOptions {
-    CacheOptions { rebuild_delay: Duration::from_millis(20), discovery_interval: Duration::from_millis(300) }
+    CacheOptions {
+        rebuild_delay: Duration::from_millis(20),
+        discovery_interval: Duration::from_millis(300),
+        ..CacheOptions::default()
+    }
 }
 
 fn namespace(name: &str, labels: Value) -> Value {
@@ -591,4 +598,61 @@ async fn cluster_mode_without_the_webhooks_namespace_stops_naming_the_fix() {
     for fix in ["--namespace", "$POD_NAMESPACE", "--no-reconcile"] {
         assert!(stderr.contains(fix), "{fix} not named: {stderr}");
     }
+}
+
+/// SPEC §10.8 and `--gateway-api`: off (the istio driver's default), Services are watched
+/// metadata-only and HTTPRoutes and ReferenceGrants not at all (listed and empty from the
+/// start); on, Services are watched whole for their ports, and the snapshot names the versions
+/// the cluster serves, which the reconciler writes at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_api_switch_decides_what_is_watched() {
+    let api = FakeApi::start(all_resources()).await;
+    api.put(namespace("staging", json!({})));
+    api.put(namespace("cindy", json!({FROM: "staging"})));
+    api.put(service("staging", "web"));
+    api.put(service("cindy", "web"));
+    api.put(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                   "metadata": {"name": "web", "namespace": "staging"},
+                   "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web"}]}}));
+    let start = |gateway_api: bool| {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("divert_webhook");
+        let metrics = CacheMetrics::register(&mut registry);
+        (caches::start(api.client(), metrics, CacheOptions { gateway_api, ..fast() }), registry)
+    };
+
+    let (off, registry) = start(false);
+    let mut snapshots = off.snapshots();
+    let snapshot = snapshot_where(&mut snapshots, "cindy runs web", |s| s.state.view.runs("cindy", "web")).await;
+    assert!(snapshot.state.http_routes.is_empty() && snapshot.state.reference_grants.is_empty());
+    assert!(snapshot.state.service_ports.is_empty(), "no ports: {:?}", snapshot.state.service_ports);
+    assert_eq!((&snapshot.state.served.http_route, &snapshot.state.served.reference_grant), (&None, &None));
+    assert_eq!(off.status().waiting_for(), None);
+    let metrics = encode(&registry);
+    for cache in ["httproutes", "linkerd-httproutes", "referencegrants"] {
+        assert!(metrics.contains(&format!("divert_webhook_cache_synced{{cache=\"{cache}\"}} 1")), "{metrics}");
+    }
+    let received = api.received();
+    let services: Vec<_> = received.iter().filter(|r| r.uri.starts_with("/api/v1/services")).collect();
+    assert!(services.len() >= 2, "a list and a watch: {services:?}");
+    assert!(services.iter().all(|r| r.accept.contains("as=PartialObjectMetadata")), "{services:?}");
+    let gateway: Vec<_> = received.iter().filter(|r| r.uri.contains("gateway.networking.k8s.io")).collect();
+    assert!(gateway.is_empty(), "the Gateway API is not even looked up: {gateway:?}");
+    drop(off);
+
+    // On, with ReferenceGrant served as v1 too: v1 is watched (and written).
+    api.serve(Resource { version: "v1", ..REFERENCE_GRANTS }, true);
+    let (on, _registry) = start(true);
+    let mut snapshots = on.snapshots();
+    let snapshot = snapshot_where(&mut snapshots, "the route and the ports", |s| {
+        !s.state.http_routes.is_empty() && !s.state.service_ports.is_empty()
+    })
+    .await;
+    assert_eq!(snapshot.state.service_ports["staging"]["web"], [80]);
+    assert_eq!(snapshot.state.served.http_route.as_deref(), Some("gateway.networking.k8s.io/v1"));
+    assert_eq!(snapshot.state.served.reference_grant.as_deref(), Some("gateway.networking.k8s.io/v1"));
+    let whole = api
+        .received()
+        .into_iter()
+        .any(|r| r.uri.starts_with("/api/v1/services") && !r.accept.contains("PartialObjectMetadata"));
+    assert!(whole, "Services watched whole");
 }

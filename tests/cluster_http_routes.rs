@@ -70,7 +70,11 @@ fn web_route() -> Value {
 
 /// Short timings, so that the tests wait little.
 fn fast() -> CacheOptions {
-    CacheOptions { rebuild_delay: Duration::from_millis(20), discovery_interval: Duration::from_millis(300) }
+    CacheOptions {
+        rebuild_delay: Duration::from_millis(20),
+        discovery_interval: Duration::from_millis(300),
+        ..CacheOptions::default()
+    }
 }
 
 /// The caches and the reconciler of one replica, on the fake API.
@@ -109,7 +113,7 @@ impl Replica {
 }
 
 fn nginx() -> Settings {
-    Settings { driver: Driver::Nginx, ..Settings::default() }
+    Settings { driver: Driver::Nginx, gateway_api: true, ..Settings::default() }
 }
 
 /// Waits (at most 20 s) until `done` holds.
@@ -283,14 +287,16 @@ async fn developer_routes_and_grants_follow_the_developers_and_their_services() 
 
 /// An object of a name the reconciler needs that is not the webhook's (no managed-by label) is
 /// never written over: the reconcile counts it in `divert_webhook_reconcile_route_problems` and
-/// makes the rest. A shared route deleted takes its developer route with it (under the istio
-/// driver, where §11.2 does not make a route of its own for the Service left without one).
+/// makes the rest. A shared route deleted takes its developer route with it (the shared
+/// Service is a headless one without ports here, so §11.2 makes no route of its own for it once
+/// no route is attached: a problem line instead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn someone_elses_object_in_the_way_is_left_alone_and_a_shared_route_takes_its_own_along() {
     let api = FakeApi::start(all_resources()).await;
     api.put(namespace("staging", None));
     api.put(namespace("cindy", Some("staging")));
-    api.put(service("staging", "api", 8080));
+    api.put(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "staging"},
+                   "spec": {"clusterIP": "None", "selector": {"app": "api"}}}));
     api.put(service("cindy", "api", 8080));
     api.put(api_route());
     let theirs = api.put(json!({
@@ -299,7 +305,7 @@ async fn someone_elses_object_in_the_way_is_left_alone_and_a_shared_route_takes_
         "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "elsewhere"}],
                  "to": [{"group": "", "kind": "Service"}]},
     }));
-    let replica = Replica::start(&api, Settings::default(), None);
+    let replica = Replica::start(&api, Settings { gateway_api: true, ..Settings::default() }, None);
     eventually("api-divert-cindy", || api.get(&HTTP_ROUTES, "staging", "api-divert-cindy").is_some()).await;
     eventually("the problem counted", || replica.metrics.route_problems() == 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -368,7 +374,7 @@ async fn routes_are_written_only_while_holding_the_lease() {
         retry_interval: Duration::from_millis(200),
         ..LeaseConfig::new("divert-system", "replica-a")
     };
-    let replica = Replica::start(&api, Settings::default(), Some(lease));
+    let replica = Replica::start(&api, Settings { gateway_api: true, ..Settings::default() }, Some(lease));
     let mut snapshots = replica.caches.snapshots();
     snapshot_where(&mut snapshots, "the shared route", |s| !s.state.http_routes.is_empty()).await;
     // Past one duration of the Lease: replica-a has been trying all along.

@@ -125,8 +125,8 @@ fn run_for_host(name: &str, shared: Vec<Value>, host: &str) -> Outcome {
     services.dedup();
     let developers = [("cindy", services.clone()), ("zed", services.iter().take(1).cloned().collect::<Vec<_>>())];
     let state = cluster(&services, &developers, shared.clone());
-    let plan = http_routes::plan(&state, &Settings::default());
-    assert_eq!(plan.problems, Vec::<String>::new(), "{name}");
+    let plan = http_routes::plan(&state, &Settings { gateway_api: true, ..Settings::default() });
+    assert_eq!(http_route_support::section_11_1(&plan.problems), Vec::<&String>::new(), "{name}");
     let mut all = shared.clone();
     for (order, change) in plan.changes.into_iter().enumerate() {
         let OwnedChange::Create(mut object) = change else { panic!("{name}: only creations") };
@@ -272,7 +272,7 @@ fn the_issues_tie_goes_where_it_went() {
         routes.clone(),
     );
     let mut all = routes.clone();
-    for change in http_routes::plan(&state, &Settings::default()).changes {
+    for change in http_routes::plan(&state, &Settings { gateway_api: true, ..Settings::default() }).changes {
         if let OwnedChange::Create(mut object) = change
             && object["kind"] == "HTTPRoute"
         {

@@ -4,13 +4,15 @@
 //!
 //! - Namespaces: a metadata-only watch, stripped to what the view needs (names, labels and
 //!   `deletionTimestamp`): `Api<PartialObjectMeta<_>>` asks for metadata only.
-//! - Services: a full watch (SPEC §11.2 needs `spec.ports`, which metadata does not carry),
-//!   read into [`ServicePorts`], which takes the name, namespace and port numbers and skips the
-//!   rest while parsing; stored stripped to those.
-//! - VirtualServices, Ingresses, HTTPRoutes (both API groups) and ReferenceGrants of every
-//!   namespace, as read (the reconciler and §4–§6, §11 need their spec and annotations), without
-//!   `status` and with only the webhook's own managedFields entry (the reconciler reads its
-//!   ownership from it).
+//! - Services: a metadata-only watch (SPEC §10.8), names only. With `--gateway-api`
+//!   ([`CacheOptions::gateway_api`]) a full watch instead, since §11.2 needs `spec.ports`, which
+//!   metadata does not carry: read into [`ServicePorts`], which takes the name, namespace and
+//!   port numbers and skips the rest while parsing; stored stripped to those.
+//! - VirtualServices, Ingresses and, with `--gateway-api`, HTTPRoutes (both API groups) and
+//!   ReferenceGrants of every namespace, as read (the reconciler and §4–§6, §11 need their spec
+//!   and annotations), without `status` and with only the webhook's own managedFields entry (the
+//!   reconciler reads its ownership from it). Without `--gateway-api` those three are not
+//!   watched: empty, and listed from the start.
 //! - A kind the cluster does not serve (no Istio in a Linkerd cluster, no Gateway API CRDs) is
 //!   empty and listed, and looked up again every [`CacheOptions::discovery_interval`]; one
 //!   that appears is then watched, one that goes away is emptied.
@@ -132,14 +134,16 @@ const LINKERD_HTTP_ROUTES: Discovered = Discovered {
     kind: "HTTPRoute",
     plural: "httproutes",
 };
-/// v1beta1 first: the version the reconciler writes (`http_routes::REFERENCE_GRANT_API_VERSION`).
+/// The version watched is the version the reconciler writes its grants at.
 const REFERENCE_GRANTS: Discovered = Discovered {
     cache: Cache::ReferenceGrants,
     group: "gateway.networking.k8s.io",
-    versions: &["v1beta1", "v1"],
+    versions: &["v1", "v1beta1"],
     kind: "ReferenceGrant",
     plural: "referencegrants",
 };
+/// The kinds only `--gateway-api` needs.
+const GATEWAY_API_CACHES: [Cache; 3] = [Cache::HttpRoutes, Cache::LinkerdHttpRoutes, Cache::ReferenceGrants];
 /// The kinds found through discovery, in the order of their [`Cache`]s.
 const DISCOVERED: [Discovered; 5] = [VIRTUAL_SERVICES, INGRESSES, HTTP_ROUTES, LINKERD_HTTP_ROUTES, REFERENCE_GRANTS];
 
@@ -292,11 +296,17 @@ pub struct CacheOptions {
     /// How often a kind the cluster does not serve is looked for again, and a served one
     /// checked for a changed version.
     pub discovery_interval: Duration,
+    /// `--gateway-api`: watch HTTPRoutes, ReferenceGrants and the Services' ports too.
+    pub gateway_api: bool,
 }
 
 impl Default for CacheOptions {
     fn default() -> Self {
-        CacheOptions { rebuild_delay: Duration::from_millis(150), discovery_interval: Duration::from_secs(60) }
+        CacheOptions {
+            rebuild_delay: Duration::from_millis(150),
+            discovery_interval: Duration::from_secs(60),
+            gateway_api: true,
+        }
     }
 }
 
@@ -304,6 +314,9 @@ impl Default for CacheOptions {
 /// the stale cleanup as long as `--stale-grace` is shorter: a namespace never seen counts as gone
 /// since the watch began, which is longer.
 const GONE_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+/// A discovered kind's store, and the apiVersion it is watched at.
+type Watched = (String, Store<DynamicObject>);
 
 /// What the watch tasks share with the snapshot builder.
 struct Shared {
@@ -315,8 +328,9 @@ struct Shared {
     watching_since: Mutex<Option<Instant>>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     services: Store<ServicePorts>,
-    /// The stores of the discovered kinds; None while the kind is absent.
-    objects: [Mutex<Option<Store<DynamicObject>>>; DISCOVERED.len()],
+    /// The stores of the discovered kinds, with the apiVersion each is watched at; None while
+    /// the kind is absent (or not watched).
+    objects: [Mutex<Option<Watched>>; DISCOVERED.len()],
 }
 
 impl Shared {
@@ -339,7 +353,7 @@ impl Shared {
         self.changed.notify_one();
     }
 
-    fn object_slot(&self, cache: Cache) -> &Mutex<Option<Store<DynamicObject>>> {
+    fn object_slot(&self, cache: Cache) -> &Mutex<Option<Watched>> {
         &self.objects[cache.index() - Cache::VirtualServices.index()]
     }
 }
@@ -408,7 +422,14 @@ pub fn start(client: kube::Client, metrics: Arc<CacheMetrics>, options: CacheOpt
         metrics.clone(),
         namespace_history(shared.clone()),
     )));
-    let services = watcher::watcher(Api::<ServicePorts>::all(client.clone()), watcher::Config::default());
+    let services = if options.gateway_api {
+        watcher::watcher(Api::<ServicePorts>::all(client.clone()), watcher::Config::default()).boxed()
+    } else {
+        // Names only: the metadata of each Service, as a ServicePorts without ports.
+        let metadata =
+            watcher::watcher(Api::<PartialObjectMeta<ServicePorts>>::all(client.clone()), watcher::Config::default());
+        metadata.map_ok(|event| event_map(event, |meta| ServicePorts { metadata: meta.metadata, spec: None })).boxed()
+    };
     tasks.push(tokio::spawn(follow(
         Cache::Services,
         services.default_backoff(),
@@ -419,6 +440,12 @@ pub fn start(client: kube::Client, metrics: Arc<CacheMetrics>, options: CacheOpt
         |_: &Event<_>, _: &Store<_>| {},
     )));
     for kind in DISCOVERED {
+        if !options.gateway_api && GATEWAY_API_CACHES.contains(&kind.cache) {
+            // Not watched: empty, and listed from the start.
+            metrics.set_synced(kind.cache, true);
+            shared.mark_listed(kind.cache);
+            continue;
+        }
         tasks.push(tokio::spawn(follow_discovered(client.clone(), kind, shared.clone(), metrics.clone(), options)));
     }
     tasks.push(tokio::spawn(build_snapshots(shared.clone(), sender, options)));
@@ -469,6 +496,17 @@ async fn follow<K>(
                 );
             }
         }
+    }
+}
+
+/// The same event about another type of object.
+fn event_map<A, B>(event: Event<A>, f: impl Fn(A) -> B) -> Event<B> {
+    match event {
+        Event::Init => Event::Init,
+        Event::InitApply(object) => Event::InitApply(f(object)),
+        Event::InitDone => Event::InitDone,
+        Event::Apply(object) => Event::Apply(f(object)),
+        Event::Delete(object) => Event::Delete(f(object)),
     }
 }
 
@@ -617,6 +655,7 @@ async fn follow_discovered(
         let types = TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() };
         let writer = Writer::<DynamicObject>::new(resource.clone());
         let slot_shared = shared.clone();
+        let api_version = resource.api_version.clone();
         let watching = follow(
             cache,
             watcher::watcher(api, watcher::Config::default())
@@ -637,7 +676,8 @@ async fn follow_discovered(
             // version empties nothing in between.
             move |event: &Event<DynamicObject>, store: &Store<DynamicObject>| {
                 if matches!(event, Event::InitDone) {
-                    *slot_shared.object_slot(cache).lock().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
+                    *slot_shared.object_slot(cache).lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((api_version.clone(), store.clone()));
                 }
             },
         );
@@ -717,8 +757,9 @@ fn snapshot_of(shared: &Shared) -> ClusterSnapshot {
         }
     }
     state.service_ports = service_ports;
+    let slot = |cache: Cache| shared.object_slot(cache).lock().unwrap_or_else(|p| p.into_inner()).clone();
     let objects = |cache: Cache| -> Vec<Value> {
-        let Some(store) = shared.object_slot(cache).lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        let Some((_, store)) = slot(cache) else {
             return Vec::new();
         };
         let mut objects: Vec<(String, String, Value)> = store
@@ -738,6 +779,11 @@ fn snapshot_of(shared: &Shared) -> ClusterSnapshot {
     state.http_routes = objects(Cache::HttpRoutes);
     state.http_routes.extend(objects(Cache::LinkerdHttpRoutes));
     state.reference_grants = objects(Cache::ReferenceGrants);
+    // The versions the reconciler writes at: those the caches watch (the Gateway API's HTTPRoute
+    // before Linkerd's), none where the cluster serves none.
+    state.served.http_route =
+        slot(Cache::HttpRoutes).or_else(|| slot(Cache::LinkerdHttpRoutes)).map(|(api_version, _)| api_version);
+    state.served.reference_grant = slot(Cache::ReferenceGrants).map(|(api_version, _)| api_version);
     let gone_since = shared.gone_since.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let watching_since = shared.watching_since.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(Instant::now);
     ClusterSnapshot { state, gone_since, watching_since }

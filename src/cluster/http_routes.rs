@@ -36,7 +36,7 @@ use crate::rules::baggage::divert_pattern;
 use crate::rules::divert::BAGGAGE_HEADER;
 use crate::rules::http_route::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, is_reconciler_owned};
 use crate::rules::virtual_service::annotations;
-use crate::settings::{Driver, Settings};
+use crate::settings::Settings;
 
 /// The Gateway API's limits on one HTTPRoute (its CRD's `maxItems` and CEL rules).
 pub const MAX_RULES: usize = 16;
@@ -48,8 +48,6 @@ pub const MAX_NAME: usize = 63;
 
 /// The name of every ReferenceGrant the reconciler makes (SPEC §11.3).
 pub const REFERENCE_GRANT_NAME: &str = "divert-webhook";
-/// ReferenceGrant is served as v1beta1 by every Gateway API release that has it (v1 only since 1.5).
-pub const REFERENCE_GRANT_API_VERSION: &str = "gateway.networking.k8s.io/v1beta1";
 
 /// `<R>-divert-<D>`, cut to [`MAX_NAME`] characters with a hash suffix when longer: the first
 /// 54 characters (trailing `-` and `.` dropped), `-`, and 8 hex digits of the SHA-256 of the
@@ -330,9 +328,13 @@ fn developers_of(state: &ClusterState, settings: &Settings, route: &Value) -> BT
     out
 }
 
-/// SPEC §11.1 and §11.3: the developer routes and ReferenceGrants the cluster should hold.
+/// SPEC §11.1 and §11.3: the developer routes and ReferenceGrants the cluster should hold
+/// (none with `--gateway-api` off).
 pub fn desired(state: &ClusterState, settings: &Settings) -> Desired {
     let mut desired = Desired::default();
+    if !settings.gateway_api {
+        return desired;
+    }
     // developer namespace → (route group, shared namespace) pairs its grant lets in
     let mut grants: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
     let mut names = BTreeSet::new();
@@ -405,16 +407,46 @@ pub fn desired(state: &ClusterState, settings: &Settings) -> Desired {
             desired.objects.push(mirror);
         }
     }
-    // §11.2: Services of a shared namespace that a developer runs, with no route attached. Under
-    // the nginx driver only: under the istio driver VirtualServices route those Services (§4),
-    // and a route attached to a Service would take its routing over (issue 10's `--gateway-api`
-    // switch, which would decide this, is not built).
-    if settings.driver != Driver::Nginx {
-        for (developer, from) in grants {
-            desired.objects.push(reference_grant(&developer, &from));
-        }
-        return desired;
+    // §11.2: Services of a shared namespace that a developer runs, with no route attached, at
+    // the HTTPRoute version the cluster serves (none served: nothing can be made).
+    if let Some(api_version) = &state.served.http_route {
+        service_routes_for_developers(state, settings, api_version, &mut names, &mut grants, &mut desired);
     }
+    grant_references(state, grants, &mut desired);
+    desired
+}
+
+/// The ReferenceGrants the developer routes need (SPEC §11.3), at the version the cluster
+/// serves; where it serves none, one problem line (the routes are still made: a mesh that does
+/// not check grants routes them).
+fn grant_references(state: &ClusterState, grants: BTreeMap<String, BTreeSet<(String, String)>>, desired: &mut Desired) {
+    if grants.is_empty() {
+        return;
+    }
+    let Some(api_version) = &state.served.reference_grant else {
+        desired.problems.push(format!(
+            "the cluster serves no ReferenceGrant, so the developer routes of {} send to other namespaces without one; \
+             install the Gateway API's ReferenceGrant CRD if the mesh checks them",
+            grants.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        return;
+    };
+    for (developer, from) in grants {
+        desired.objects.push(reference_grant(api_version, &developer, &from));
+    }
+}
+
+/// SPEC §11.2: a developer route attached to each Service of a shared namespace that a
+/// developer runs and to which no HTTPRoute is attached.
+fn service_routes_for_developers(
+    state: &ClusterState,
+    settings: &Settings,
+    api_version: &str,
+    names: &mut BTreeSet<(String, String)>,
+    grants: &mut BTreeMap<String, BTreeSet<(String, String)>>,
+    desired: &mut Desired,
+) {
+    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
     let mut attached: BTreeSet<(&str, &str)> = BTreeSet::new();
     for route in state.http_routes.iter().filter(|r| !is_reconciler_owned(r)) {
         let namespace = field(route, "/metadata/namespace");
@@ -441,7 +473,7 @@ pub fn desired(state: &ClusterState, settings: &Settings) -> Desired {
                 ));
                 continue;
             };
-            for made in service_routes(shared, service, ports, developer) {
+            for made in service_routes(api_version, shared, service, ports, developer) {
                 let identity = (shared.to_string(), field(&made, "/metadata/name").to_string());
                 if !names.insert(identity.clone()) {
                     desired.problems.push(format!(
@@ -450,18 +482,11 @@ pub fn desired(state: &ClusterState, settings: &Settings) -> Desired {
                     ));
                     continue;
                 }
-                grants
-                    .entry(developer.to_string())
-                    .or_default()
-                    .insert((GATEWAY_GROUP.to_string(), shared.to_string()));
+                grants.entry(developer.to_string()).or_default().insert((group.to_string(), shared.to_string()));
                 desired.objects.push(made);
             }
         }
     }
-    for (developer, from) in grants {
-        desired.objects.push(reference_grant(&developer, &from));
-    }
-    desired
 }
 
 /// A parent a route attaches to: group, kind, namespace, name (sections and ports left out: two
@@ -505,8 +530,6 @@ fn hostnames_overlap(a: &Value, b: &Value) -> bool {
     a.is_empty() || b.is_empty() || a.iter().any(|x| b.iter().any(|y| covers(x, y) || covers(y, x)))
 }
 
-/// The API version of the routes made for Services without one (SPEC §11.2).
-pub const SERVICE_ROUTE_API_VERSION: &str = "gateway.networking.k8s.io/v1";
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// The Service of `namespace` a parentRef attaches to, if it is one: kind `Service` (a parentRef's
@@ -520,13 +543,13 @@ pub fn parent_service<'a>(parent: &'a Value, namespace: &str) -> Option<&'a str>
 /// attached, for `developer`: attached to the Service (one route per port when it has several,
 /// `<service>-<port>-divert-<D>`), with two rules: D's baggage to D's Service, and the catch-all
 /// to the Service in `shared` (attaching any route to a Service replaces its default routing).
-pub fn service_routes(shared: &str, service: &str, ports: &[u64], developer: &str) -> Vec<Value> {
+pub fn service_routes(api_version: &str, shared: &str, service: &str, ports: &[u64], developer: &str) -> Vec<Value> {
     ports
         .iter()
         .map(|port| {
             let base = if ports.len() == 1 { service.to_string() } else { format!("{service}-{port}") };
             json!({
-                "apiVersion": SERVICE_ROUTE_API_VERSION,
+                "apiVersion": api_version,
                 "kind": "HTTPRoute",
                 "metadata": {
                     "name": developer_route_name(&base, developer),
@@ -547,14 +570,14 @@ pub fn service_routes(shared: &str, service: &str, ports: &[u64], developer: &st
 }
 
 /// The ReferenceGrant `divert-webhook` of developer namespace `developer`: HTTPRoutes of the
-/// given (API group, namespace) pairs may send to its Services (SPEC §11.3).
-pub fn reference_grant(developer: &str, from: &BTreeSet<(String, String)>) -> Value {
+/// given (API group, namespace) pairs may send to its Services (SPEC §11.3), at `api_version`.
+pub fn reference_grant(api_version: &str, developer: &str, from: &BTreeSet<(String, String)>) -> Value {
     let from: Vec<Value> = from
         .iter()
         .map(|(group, namespace)| json!({"group": group, "kind": "HTTPRoute", "namespace": namespace}))
         .collect();
     json!({
-        "apiVersion": REFERENCE_GRANT_API_VERSION,
+        "apiVersion": api_version,
         "kind": "ReferenceGrant",
         "metadata": {"name": REFERENCE_GRANT_NAME, "namespace": developer, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
         "spec": {"from": from, "to": [{"group": "", "kind": "Service"}]},
@@ -681,6 +704,11 @@ pub struct RoutePlan {
 /// says. A stored object that already holds everything desired (the apiserver adds defaults)
 /// gives no write.
 pub fn plan(state: &ClusterState, settings: &Settings) -> RoutePlan {
+    // `--gateway-api` off: every HTTPRoute and ReferenceGrant is left alone, the reconciler's
+    // own included (docs/operating.md says how to remove those).
+    if !settings.gateway_api {
+        return RoutePlan::default();
+    }
     let desired = desired(state, settings);
     let mut plan = RoutePlan { problems: desired.problems, ..RoutePlan::default() };
     let stored: Vec<&Value> = state.http_routes.iter().chain(&state.reference_grants).collect();
@@ -791,6 +819,13 @@ pub fn diff(plan: &RoutePlan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::state::{GATEWAY_HTTP_ROUTE_API_VERSION, GATEWAY_REFERENCE_GRANT_API_VERSION, ServedApis};
+    use crate::settings::Driver;
+
+    /// The default settings (istio driver) with `--gateway-api`.
+    fn gateway_api() -> Settings {
+        Settings { gateway_api: true, ..Settings::default() }
+    }
 
     #[test]
     fn long_names_are_cut_with_a_hash() {
@@ -847,7 +882,7 @@ mod tests {
     }
 
     #[test]
-    fn services_without_a_route_get_one_under_the_nginx_driver() {
+    fn services_without_a_route_get_one_with_the_gateway_api() {
         let (mut state, _) = crate::cluster::state::from_dump(
             r#"
 kind: List
@@ -863,7 +898,8 @@ items:
 "#,
         )
         .unwrap();
-        let nginx = Settings { driver: Driver::Nginx, ..Settings::default() };
+        let nginx = Settings::new(Driver::Nginx, Settings::default().managed_selector, None, &[]);
+        assert!(nginx.gateway_api, "on by default with the nginx driver");
         let made = desired(&state, &nginx);
         let names: Vec<&str> = made.objects.iter().map(|o| field(o, "/metadata/name")).collect();
         assert_eq!(names, ["api-divert-cindy", "db-5432-divert-cindy", "db-9000-divert-cindy", "divert-webhook"]);
@@ -874,7 +910,39 @@ items:
         assert_eq!(made.objects[0]["spec"]["rules"][1], json!({"backendRefs": [{"name": "api", "port": 8080}]}));
         assert_eq!(made.problems.len(), 1, "web's ports are unknown: {:?}", made.problems);
         assert!(made.problems[0].starts_with("Service staging/web:"));
-        assert!(desired(&state, &Settings::default()).objects.is_empty(), "not under the istio driver");
+        assert!(made.objects[..3].iter().all(|o| o["apiVersion"] == GATEWAY_HTTP_ROUTE_API_VERSION));
+        assert_eq!(made.objects[3]["apiVersion"], GATEWAY_REFERENCE_GRANT_API_VERSION);
+        assert!(desired(&state, &Settings::default()).objects.is_empty(), "istio: off by default");
+        assert_eq!(desired(&state, &gateway_api()).objects, made.objects, "istio with --gateway-api");
+
+        // At the versions the cluster serves: Linkerd's HTTPRoute only, ReferenceGrant v1.
+        state.served = ServedApis {
+            http_route: Some("policy.linkerd.io/v1beta3".into()),
+            reference_grant: Some("gateway.networking.k8s.io/v1".into()),
+        };
+        let linkerd = desired(&state, &nginx);
+        assert_eq!(linkerd.objects.len(), 4);
+        assert!(linkerd.objects[..3].iter().all(|o| o["apiVersion"] == "policy.linkerd.io/v1beta3"));
+        assert_eq!(linkerd.objects[3]["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(
+            linkerd.objects[3]["spec"]["from"],
+            json!([{"group": "policy.linkerd.io", "kind": "HTTPRoute", "namespace": "staging"}])
+        );
+        // No HTTPRoute served: nothing to attach to the Services. No ReferenceGrant served: the
+        // routes without a grant, and a problem line that says so.
+        state.served.http_route = None;
+        assert!(desired(&state, &nginx).objects.is_empty(), "no HTTPRoute served");
+        state.served = ServedApis { reference_grant: None, ..ServedApis::default() };
+        let ungranted = desired(&state, &nginx);
+        assert_eq!(ungranted.objects, made.objects[..3]);
+        assert!(
+            ungranted
+                .problems
+                .iter()
+                .any(|p| p.starts_with("the cluster serves no ReferenceGrant, so the developer routes of cindy"))
+        );
+        state.served = ServedApis::default();
+
         // A route attached to the Service (kind Service, Linkerd's group `core`) takes its place.
         let (routes, _) = crate::cluster::state::from_dump(
             "{apiVersion: policy.linkerd.io/v1beta3, kind: HTTPRoute, metadata: {name: mine, namespace: staging}, \
@@ -916,7 +984,7 @@ items:
     rules: [{backendRefs: [{name: api, port: 80}]}]
 "#;
         let (mut state, _) = crate::cluster::state::from_dump(dump).unwrap();
-        let settings = Settings::default();
+        let settings = gateway_api();
         let first = plan(&state, &settings);
         assert_eq!(first.changes.len(), 4, "two routes, two grants: {first:?}");
         let mut stored = state.http_routes.clone();
@@ -925,6 +993,13 @@ items:
         state.http_routes = routes;
         state.reference_grants = grants;
         assert!(plan(&state, &settings).changes.is_empty());
+        // Without --gateway-api nothing is planned, the reconciler's own objects left alone.
+        state.view.add_namespace("cindy", BTreeMap::new());
+        assert_eq!(plan(&state, &settings).changes.len(), 2, "cindy's route and grant would go");
+        let off = plan(&state, &Settings::default());
+        assert!(off.changes.is_empty() && off.problems.is_empty(), "{off:?}");
+        let label = BTreeMap::from([(crate::cluster::view::FROM_LABEL.to_string(), "staging".to_string())]);
+        state.view.add_namespace("cindy", label);
 
         // zed stops being a developer namespace; cindy's route was edited by hand; someone's
         // own ReferenceGrant named divert-webhook stands in a namespace the plan needs.
@@ -932,7 +1007,9 @@ items:
         let cindys = state.http_routes.iter_mut().find(|r| field(r, "/metadata/name") == "api-divert-cindy").unwrap();
         cindys["spec"]["rules"][0]["backendRefs"][0]["port"] = json!(81);
         state.reference_grants.retain(|g| field(g, "/metadata/namespace") != "cindy");
-        state.reference_grants.push(json!({"apiVersion": REFERENCE_GRANT_API_VERSION, "kind": "ReferenceGrant",
+        state
+            .reference_grants
+            .push(json!({"apiVersion": GATEWAY_REFERENCE_GRANT_API_VERSION, "kind": "ReferenceGrant",
             "metadata": {"name": REFERENCE_GRANT_NAME, "namespace": "cindy"}}));
         let second = plan(&state, &settings);
         let summary: Vec<String> = second
@@ -964,12 +1041,12 @@ items:
     #[test]
     fn a_change_read_again_after_a_conflict() {
         let ours = |port: u16, uid: &str| {
-            json!({"apiVersion": SERVICE_ROUTE_API_VERSION, "kind": "HTTPRoute",
+            json!({"apiVersion": GATEWAY_HTTP_ROUTE_API_VERSION, "kind": "HTTPRoute",
                    "metadata": {"name": "api-divert-cindy", "namespace": "staging", "uid": uid,
                                 "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
                    "spec": {"rules": [{"backendRefs": [{"name": "api", "port": port}]}]}})
         };
-        let desired = service_routes("staging", "api", &[80], "cindy").remove(0);
+        let desired = service_routes(GATEWAY_HTTP_ROUTE_API_VERSION, "staging", "api", &[80], "cindy").remove(0);
         let create = OwnedChange::Create(desired.clone());
         assert_eq!(create.again(None), Ok(Some(create.clone())));
         let mut theirs = desired.clone();

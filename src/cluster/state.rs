@@ -27,6 +27,36 @@ pub struct ClusterState {
     /// The ports of the Services whose `spec.ports` are known, by namespace and name: a route
     /// for a Service without one (SPEC §11.2) must name the port it sends to.
     pub service_ports: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
+    /// The apiVersions the reconciler makes its own objects at (SPEC §11: the version the
+    /// cluster serves).
+    pub served: ServedApis,
+}
+
+/// The apiVersion the reconciler writes each kind it makes at, or `None` where the cluster
+/// serves no version of it. In the server, from the caches' discovery (the version each cache
+/// watches); from a dump, the version its objects of the kind carry; otherwise (a dump without
+/// any, the tests) the Gateway API's standard versions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedApis {
+    /// Routes for Services without one (SPEC §11.2). Developer routes of §11.1 take the shared
+    /// route's apiVersion (it was read at the version the cluster serves).
+    pub http_route: Option<String>,
+    pub reference_grant: Option<String>,
+}
+
+/// The Gateway API's HTTPRoute at its standard version.
+pub const GATEWAY_HTTP_ROUTE_API_VERSION: &str = "gateway.networking.k8s.io/v1";
+/// ReferenceGrant is served as v1beta1 by every Gateway API release that has it (v1 only since
+/// 1.5); the default where the served version is not known.
+pub const GATEWAY_REFERENCE_GRANT_API_VERSION: &str = "gateway.networking.k8s.io/v1beta1";
+
+impl Default for ServedApis {
+    fn default() -> Self {
+        ServedApis {
+            http_route: Some(GATEWAY_HTTP_ROUTE_API_VERSION.to_string()),
+            reference_grant: Some(GATEWAY_REFERENCE_GRANT_API_VERSION.to_string()),
+        }
+    }
 }
 
 impl ClusterState {
@@ -60,6 +90,8 @@ pub fn from_dump(text: &str) -> Result<(ClusterState, DumpNotes), String> {
     let items = crate::manifests::documents(text)?;
     let mut state = ClusterState::empty();
     let mut notes = DumpNotes::default();
+    // The versions the dump's objects carry: a Gateway API HTTPRoute's first, else Linkerd's.
+    let (mut gateway_route, mut linkerd_route, mut grant) = (None, None, None);
     for (index, item) in items.into_iter().enumerate() {
         let api_version = item.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
         let kind = item.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -114,14 +146,23 @@ pub fn from_dump(text: &str) -> Result<(ClusterState, DumpNotes), String> {
             }
             ("gateway.networking.k8s.io" | "policy.linkerd.io", "HTTPRoute") => {
                 needs_namespace("HTTPRoute")?;
+                let seen = if group == "policy.linkerd.io" { &mut linkerd_route } else { &mut gateway_route };
+                seen.get_or_insert_with(|| api_version.to_string());
                 state.http_routes.push(item);
             }
             ("gateway.networking.k8s.io", "ReferenceGrant") => {
                 needs_namespace("ReferenceGrant")?;
+                grant.get_or_insert_with(|| api_version.to_string());
                 state.reference_grants.push(item);
             }
             _ => *notes.ignored_kinds.entry(if kind.is_empty() { "(no kind)".into() } else { kind }).or_default() += 1,
         }
+    }
+    if let Some(route) = gateway_route.or(linkerd_route) {
+        state.served.http_route = Some(route);
+    }
+    if let Some(grant) = grant {
+        state.served.reference_grant = Some(grant);
     }
     Ok((state, notes))
 }

@@ -329,15 +329,23 @@ pub async fn serve(args: ServeArgs, settings: Settings) -> Result<(), Error> {
     let access = access::connect(args.no_cluster).await?;
     let reconciler = args.reconciler.clone();
     let settings_namespace = settings.own_namespace.clone();
+    let cache_options = CacheOptions { gateway_api: settings.gateway_api, ..CacheOptions::default() };
     let server = Server::bind(args, settings).await?;
     let server = match access {
         Access::Cluster { client, source, api } => {
-            tracing::info!(mode = "cluster", %source, %api, "cluster mode: watching the cluster (SPEC §10)");
+            tracing::info!(
+                mode = "cluster",
+                %source,
+                %api,
+                gateway_api = cache_options.gateway_api,
+                "cluster mode: watching the cluster (SPEC §10{})",
+                if cache_options.gateway_api { ", and HTTPRoutes: §11" } else { "" }
+            );
             match reconciler.config(settings_namespace.as_deref())? {
-                Some(config) => server.with_cluster(client, CacheOptions::default()).with_reconciler(config),
+                Some(config) => server.with_cluster(client, cache_options).with_reconciler(config),
                 None => {
                     tracing::info!("--no-reconcile: admission reads the cluster, nothing is written to it");
-                    server.with_cluster(client, CacheOptions::default())
+                    server.with_cluster(client, cache_options)
                 }
             }
         }

@@ -120,6 +120,8 @@ pub struct Received {
     /// Who sent it: the bearer token of its client ([`FakeApi::client_as`]); None without one.
     pub user: Option<String>,
     pub content_type: String,
+    /// The Accept header (`…;as=PartialObjectMetadata…` for a metadata-only list or watch).
+    pub accept: String,
     pub body: Bytes,
 }
 
@@ -539,6 +541,7 @@ async fn handle(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let webhooks = {
         let mut state = inner.lock().unwrap();
         state.requests.push(Received {
@@ -546,6 +549,7 @@ async fn handle(
             uri: uri.to_string(),
             user: user.clone(),
             content_type,
+            accept,
             body: body.clone(),
         });
         if state.unavailable {

@@ -124,6 +124,13 @@ pub fn stored_in_staging(route: &Value, index: usize) -> Value {
     route
 }
 
+/// The plan's problems but those of SPEC §11.2: the states these tests build know no Service's
+/// ports, so every Service without a route attached gets a line saying it gets no route of its
+/// own (§11.2 has tests of its own).
+pub fn section_11_1(problems: &[String]) -> Vec<&String> {
+    problems.iter().filter(|p| !p.contains("no HTTPRoute is attached to it and its ports are unknown")).collect()
+}
+
 /// A cluster: namespace `staging` with `services`, and developer namespaces (labelled from
 /// `staging`) each running the Services given; `routes` stored as they are.
 pub fn cluster(services: &[String], developers: &[(&str, Vec<String>)], routes: Vec<Value>) -> ClusterState {
