@@ -13,17 +13,12 @@
 //!
 //! The reconciler's own routes (SPEC §11.3) are not checked: no admission rule touches them.
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
 use super::is_reconciler_owned;
-use crate::rules::divert::{
-    BAGGAGE_HEADER, LEGACY_HEADER, object_ref, wrong_baggage_pattern, wrong_baggage_value, wrong_header_name,
-};
-use crate::rules::virtual_service::checks::{INVALID_REGEX, WRONG_HEADER_FORM, check_annotations, regex_denial};
-use crate::rules::virtual_service::regex_check::{self, RegexProblem};
-use crate::rules::{Findings, Subject, fitting_warning};
+use crate::rules::divert::{BAGGAGE_HEADER, object_ref, wrong_baggage_pattern, wrong_baggage_value};
+use crate::rules::virtual_service::checks::{FormCheck, WRONG_HEADER_FORM, check_annotations};
+use crate::rules::{Findings, Subject};
 use crate::settings::Settings;
 
 pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) {
@@ -38,48 +33,24 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
     };
     let object = object_ref(subject.kind.as_str(), subject.namespace, name);
     check_annotations(subject, &object, findings);
-    let mut check = Check {
-        object,
-        findings,
-        legacy_uses: Vec::new(),
-        max_regex_program_size: settings.max_regex_program_size,
-        regex_verdicts: HashMap::new(),
-    };
+    let mut check = Check { form: FormCheck::new(object, findings, settings) };
     for (i, rule) in super::rules(subject.object).iter().enumerate() {
-        if check.findings.out_of_time() {
+        if check.form.findings.out_of_time() {
             return;
         }
         check.rule(rule, &format!("spec.rules[{i}]"));
     }
-    if let Some(first) = check.legacy_uses.first() {
-        let more = match check.legacy_uses.len() {
-            1 => String::new(),
-            n => format!(" (+{} more)", n - 1),
-        };
-        let state = if settings.legacy_header { "deprecated" } else { "deprecated and off here" };
-        let warning = fitting_warning(
-            format!("{first}{more}: legacy header, {state}; use {BAGGAGE_HEADER}"),
-            format!("legacy header {LEGACY_HEADER} is {state}; use {BAGGAGE_HEADER}"),
-        );
-        check.findings.warn(warning);
-    }
+    check.form.warn_legacy_uses(settings.legacy_header);
 }
 
+/// One HTTPRoute's validation.
 struct Check<'a> {
-    /// "HTTPRoute staging/api"
-    object: String,
-    findings: &'a mut Findings,
-    /// Fields where the user names the legacy header, in document order.
-    legacy_uses: Vec<String>,
-    max_regex_program_size: usize,
-    /// What RE2 said of each pattern seen so far (each is compiled once per object).
-    regex_verdicts: HashMap<String, Option<RegexProblem>>,
+    form: FormCheck<'a>,
 }
 
 impl Check<'_> {
     fn deny(&mut self, reason: &'static str, field: &str, message: impl AsRef<str>) {
-        let message = format!("{}: {field}: {}", self.object, message.as_ref());
-        self.findings.deny(reason, message);
+        self.form.deny(reason, field, message);
     }
 
     fn rule(&mut self, rule: &Value, path: &str) {
@@ -142,31 +113,17 @@ impl Check<'_> {
     }
 
     fn header_name(&mut self, name: &str, field: &str) {
-        if let Some(problem) = wrong_header_name(name) {
-            self.deny(WRONG_HEADER_FORM, field, problem);
-        } else if name.eq_ignore_ascii_case(LEGACY_HEADER) {
-            self.legacy_uses.push(field.to_string());
-        }
+        self.form.header_name(name, field, true);
     }
 
     /// A path, header or query match: its `value` is an RE2 pattern when its type is
     /// `RegularExpression`.
     fn string_match(&mut self, string_match: &Value, path: &str) {
-        if !is_regex(string_match) || self.findings.out_of_time() {
+        if !is_regex(string_match) {
             return;
         }
-        let Some(pattern) = string_match.get("value").and_then(Value::as_str) else { return };
-        let limit = self.max_regex_program_size;
-        let problem = match self.regex_verdicts.get(pattern) {
-            Some(known) => known.clone(),
-            None => {
-                let found = regex_check::problem(pattern, limit);
-                self.regex_verdicts.insert(pattern.to_string(), found.clone());
-                found
-            }
-        };
-        if let Some(problem) = problem {
-            self.deny(INVALID_REGEX, &format!("{path}.value"), regex_denial(pattern, problem, limit));
+        if let Some(pattern) = string_match.get("value").and_then(Value::as_str) {
+            self.form.pattern(pattern, &format!("{path}.value"));
         }
     }
 }

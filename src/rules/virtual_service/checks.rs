@@ -55,60 +55,125 @@ pub fn validate(subject: &Subject<'_>, settings: &Settings, findings: &mut Findi
         .filter(|key| settings.legacy_header && check_divert_key(key).is_ok())
         .map(str::to_string);
     let mut check = Check {
-        object: object_ref(subject.kind.as_str(), subject.namespace, name),
-        findings,
-        legacy_uses: Vec::new(),
+        form: FormCheck::new(object_ref(subject.kind.as_str(), subject.namespace, name), findings, settings),
         in_generated_route: false,
         generated_legacy_value,
-        max_regex_program_size: settings.max_regex_program_size,
-        regex_verdicts: HashMap::new(),
     };
     check.annotations(subject);
     // SPEC §7 size: only where the mutation would run (istio driver, unprotected namespace).
     if settings.driver == Driver::Istio
         && !settings.is_protected(subject.namespace)
-        && let Some(excess) = divert_routes::excess(subject, settings, check.findings.object_bytes)
+        && let Some(excess) = divert_routes::excess(subject, settings, check.form.findings.object_bytes)
     {
-        let message = format!("{}: {}", check.object, excess.denial());
-        check.findings.deny(TOO_LARGE, message);
+        let message = format!("{}: {}", check.form.object, excess.denial());
+        check.form.findings.deny(TOO_LARGE, message);
     }
     let http = subject.object.pointer("/spec/http").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for (i, route) in http.iter().enumerate() {
-        if check.findings.out_of_time() {
+        if check.form.findings.out_of_time() {
             return; // the review is abandoned
         }
         check.in_generated_route = route.get("name").and_then(Value::as_str).is_some_and(is_generated_name);
         check.http_route(route, &format!("spec.http[{i}]"));
     }
-    check.warn_legacy_uses(settings.legacy_header);
+    check.form.warn_legacy_uses(settings.legacy_header);
 }
 
-/// One object's validation: where messages go, and what was seen along the way.
+/// One VirtualService's validation.
 struct Check<'a> {
-    /// "VirtualService staging/reviews"
-    object: String,
-    findings: &'a mut Findings,
-    /// Fields where the user names the legacy header, in document order.
-    legacy_uses: Vec<String>,
+    form: FormCheck<'a>,
     /// The route being checked is one the webhook generated (`okteto-divert-*`).
     in_generated_route: bool,
     /// The value the webhook sets the legacy header to on every route of this object (§5 with
     /// the flag on), if it does.
     generated_legacy_value: Option<String>,
+}
+
+/// What checking header forms and regexes needs, shared by the VirtualService and HTTPRoute
+/// validations: where denials go, the user's uses of the legacy header, and RE2's verdicts.
+pub(crate) struct FormCheck<'a> {
+    /// "VirtualService staging/reviews"
+    pub object: String,
+    pub findings: &'a mut Findings,
+    /// Fields where the user names the legacy header, in document order.
+    legacy_uses: Vec<String>,
     /// `--max-regex-program-size`.
     max_regex_program_size: usize,
-    /// What [`regex_check::problem`] said of each pattern seen so far.
+    /// What [`regex_check::problem`] said of each pattern seen so far (each distinct pattern is
+    /// compiled once per object: divert clones repeat their original's regexes).
     regex_verdicts: HashMap<String, Option<RegexProblem>>,
 }
 
-impl Check<'_> {
-    fn deny(&mut self, reason: &'static str, field: &str, message: impl AsRef<str>) {
+impl<'a> FormCheck<'a> {
+    pub fn new(object: String, findings: &'a mut Findings, settings: &Settings) -> FormCheck<'a> {
+        FormCheck {
+            object,
+            findings,
+            legacy_uses: Vec::new(),
+            max_regex_program_size: settings.max_regex_program_size,
+            regex_verdicts: HashMap::new(),
+        }
+    }
+
+    pub fn deny(&mut self, reason: &'static str, field: &str, message: impl AsRef<str>) {
         let message = format!("{}: {field}: {}", self.object, message.as_ref());
         self.findings.deny(reason, message);
     }
 
+    /// A header name at `field`: a wrong form (SPEC §2) is denied; the legacy header is noted
+    /// for [`FormCheck::warn_legacy_uses`] when `users` (not where the webhook wrote it).
+    pub fn header_name(&mut self, name: &str, field: &str, users: bool) {
+        if let Some(problem) = wrong_header_name(name) {
+            self.deny(WRONG_HEADER_FORM, field, problem);
+        } else if users && name.eq_ignore_ascii_case(LEGACY_HEADER) {
+            self.legacy_uses.push(field.to_string());
+        }
+    }
+
+    /// An RE2 pattern at `field`, denied if the data plane would refuse it.
+    pub fn pattern(&mut self, pattern: &str, field: &str) {
+        // A compile cannot be interrupted: the deadline is checked before each one (SPEC §8).
+        if self.findings.out_of_time() {
+            return;
+        }
+        let limit = self.max_regex_program_size;
+        let problem = match self.regex_verdicts.get(pattern) {
+            Some(known) => known.clone(),
+            None => {
+                let found = regex_check::problem(pattern, limit);
+                self.regex_verdicts.insert(pattern.to_string(), found.clone());
+                found
+            }
+        };
+        let Some(problem) = problem else { return };
+        let message = regex_denial(pattern, problem, limit);
+        self.deny(INVALID_REGEX, field, message);
+    }
+
+    /// One warning for the user's uses of the legacy header: deprecated (SPEC §2), and, while
+    /// `--legacy-header` is off, also not accepted by this cluster (SPEC §7).
+    pub fn warn_legacy_uses(&mut self, legacy_header_on: bool) {
+        let Some(first) = self.legacy_uses.first() else { return };
+        let more = match self.legacy_uses.len() {
+            1 => String::new(),
+            n => format!(" (+{} more)", n - 1),
+        };
+        let state = if legacy_header_on { "deprecated" } else { "deprecated and off here" };
+        let warning = fitting_warning(
+            format!("{first}{more}: legacy header, {state}; use {BAGGAGE_HEADER}"),
+            format!("legacy header {LEGACY_HEADER} is {state}; use {BAGGAGE_HEADER}"),
+        );
+        self.findings.warn(warning);
+    }
+}
+
+impl Check<'_> {
+    fn deny(&mut self, reason: &'static str, field: &str, message: impl AsRef<str>) {
+        self.form.deny(reason, field, message);
+    }
+
     fn annotations(&mut self, subject: &Subject<'_>) {
-        check_annotations(subject, &self.object, self.findings);
+        check_annotations(subject, &self.form.object, self.form.findings);
     }
 
     fn http_route(&mut self, route: &Value, path: &str) {
@@ -186,11 +251,7 @@ impl Check<'_> {
     }
 
     fn header_name(&mut self, name: &str, field: &str) {
-        if let Some(problem) = wrong_header_name(name) {
-            self.deny(WRONG_HEADER_FORM, field, problem);
-        } else if name.eq_ignore_ascii_case(LEGACY_HEADER) && !self.in_generated_route {
-            self.legacy_uses.push(field.to_string());
-        }
+        self.form.header_name(name, field, !self.in_generated_route);
     }
 
     fn baggage_value(&mut self, value: &str, field: &str) {
@@ -206,41 +267,8 @@ impl Check<'_> {
         }
     }
 
-    /// An RE2 pattern at `field`. Each distinct pattern is compiled once per object (divert
-    /// clones repeat their original's regexes).
     fn pattern(&mut self, pattern: &str, field: &str) {
-        // A compile cannot be interrupted: the deadline is checked before each one (SPEC §8).
-        if self.findings.out_of_time() {
-            return;
-        }
-        let limit = self.max_regex_program_size;
-        let problem = match self.regex_verdicts.get(pattern) {
-            Some(known) => known.clone(),
-            None => {
-                let found = regex_check::problem(pattern, limit);
-                self.regex_verdicts.insert(pattern.to_string(), found.clone());
-                found
-            }
-        };
-        let Some(problem) = problem else { return };
-        let message = regex_denial(pattern, problem, limit);
-        self.deny(INVALID_REGEX, field, message);
-    }
-
-    /// One warning for the user's uses of the legacy header: deprecated (SPEC §2), and, while
-    /// `--legacy-header` is off, also not accepted by this cluster (SPEC §7).
-    fn warn_legacy_uses(&mut self, legacy_header_on: bool) {
-        let Some(first) = self.legacy_uses.first() else { return };
-        let more = match self.legacy_uses.len() {
-            1 => String::new(),
-            n => format!(" (+{} more)", n - 1),
-        };
-        let state = if legacy_header_on { "deprecated" } else { "deprecated and off here" };
-        let warning = fitting_warning(
-            format!("{first}{more}: legacy header, {state}; use {BAGGAGE_HEADER}"),
-            format!("legacy header {LEGACY_HEADER} is {state}; use {BAGGAGE_HEADER}"),
-        );
-        self.findings.warn(warning);
+        self.form.pattern(pattern, field);
     }
 }
 
