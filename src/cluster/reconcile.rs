@@ -137,9 +137,11 @@ pub fn plan(state: &ClusterState, settings: &Settings, absence: &Absence) -> Vec
             out.push(ObjectChanges { kind, api_version, namespace, name, changes, owned });
         }
     }
-    // §10.3 for the HTTPRoutes of developer namespaces too (SPEC §11.4), under either driver;
-    // the reconciler's own routes (SPEC §11.3) carry no header.
-    for object in state.http_routes.iter().filter(|o| !is_reconciler_owned(o)) {
+    // §10.3 for the HTTPRoutes of developer namespaces too (SPEC §11.4), under either driver
+    // with `--gateway-api` (without it HTTPRoutes are not watched, and offline answers as the
+    // server does); the reconciler's own routes (SPEC §11.3) carry no header.
+    let http_routes = if settings.gateway_api { state.http_routes.as_slice() } else { &[] };
+    for object in http_routes.iter().filter(|o| !is_reconciler_owned(o)) {
         let (namespace, name) = namespace_and_name(object);
         let (change, owned) = header_change(object, namespace, state, settings);
         if let Some(change) = change {
@@ -436,8 +438,10 @@ items:
 "#,
         )
         .unwrap();
+        let istio_without_gateway_api = plan(&state, &Settings::default(), &Absence::offline(DEFAULT_STALE_GRACE));
+        assert!(istio_without_gateway_api.is_empty(), "HTTPRoutes are left alone: {istio_without_gateway_api:?}");
         for driver in [Driver::Istio, Driver::Nginx] {
-            let settings = Settings { driver, ..Settings::default() };
+            let settings = Settings { driver, gateway_api: true, ..Settings::default() };
             let plan = plan(&state, &settings, &Absence::offline(DEFAULT_STALE_GRACE));
             let routes: Vec<_> = plan.iter().filter(|c| c.kind == "HTTPRoute").collect();
             assert_eq!(routes.len(), 1, "{plan:?}");
