@@ -31,30 +31,73 @@ pub const LEASE_NAME: &str = "divert-webhook";
 /// Where the in-cluster ServiceAccount mount says which namespace the pod runs in.
 const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
+/// What the elector publishes: not held, held until an instant (the last successful renew's
+/// send time plus the Lease's duration), or held for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    No,
+    Until(Instant),
+    Always,
+}
+
+impl Held {
+    fn now(self) -> bool {
+        match self {
+            Held::No => false,
+            Held::Until(until) => Instant::now() < until,
+            Held::Always => true,
+        }
+    }
+}
+
 /// Whether this replica holds the Lease now. Cheap to clone; the writer checks it before every
-/// request.
+/// request. Held ends at the Lease's own deadline, read from the clock at each check: a renew
+/// that fails while the reconciler plans (and the elector's task cannot run) stops the writes
+/// all the same.
 #[derive(Clone, Debug)]
-pub struct Leadership(watch::Receiver<bool>);
+pub struct Leadership(watch::Receiver<Held>);
 
 impl Leadership {
     /// Held for good: leader election turned off (`--no-leader-election`).
     pub fn always() -> Leadership {
-        Leadership(watch::channel(true).1)
+        Leadership(watch::channel(Held::Always).1)
     }
 
     pub fn is_held(&self) -> bool {
-        *self.0.borrow()
+        self.0.borrow().now()
     }
 
     /// Completes once this replica holds the Lease; `false` if the elector is gone.
     pub async fn acquired(&self) -> bool {
-        self.0.clone().wait_for(|held| *held).await.is_ok()
+        self.0.clone().wait_for(|held| held.now()).await.is_ok()
     }
 
-    /// Completes once this replica does not hold the Lease. Never, if it is held for good.
+    /// Completes once this replica does not hold the Lease: told so, or past the deadline of
+    /// its last renew. Never, if it is held for good.
     pub async fn lost(&self) {
-        if self.0.clone().wait_for(|held| !*held).await.is_err() && self.is_held() {
-            std::future::pending::<()>().await;
+        let mut receiver = self.0.clone();
+        loop {
+            let held = *receiver.borrow_and_update();
+            match held {
+                Held::No => return,
+                Held::Always => std::future::pending::<()>().await,
+                Held::Until(until) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {
+                            if *receiver.borrow() == held {
+                                return;
+                            }
+                        }
+                        changed = receiver.changed() => {
+                            if changed.is_err() {
+                                // The elector is gone: held no longer than its last deadline.
+                                tokio::time::sleep_until(until).await;
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -128,7 +171,7 @@ pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
     metrics: ReconcilerMetrics,
-    held: watch::Sender<bool>,
+    held: watch::Sender<Held>,
     observed: Option<(Record, Instant)>,
     /// While held: when it stops being held unless renewed (the last successful renew's send time
     /// plus the duration).
@@ -137,7 +180,7 @@ pub struct Elector {
 
 impl Elector {
     pub fn new(client: Client, config: LeaseConfig, metrics: ReconcilerMetrics) -> (Elector, Leadership) {
-        let (held, leadership) = watch::channel(false);
+        let (held, leadership) = watch::channel(Held::No);
         let api = Api::namespaced(client, &config.namespace);
         (Elector { api, config, metrics, held, observed: None, held_until: None }, Leadership(leadership))
     }
@@ -152,12 +195,12 @@ impl Elector {
             let next = match result {
                 Ok(Ok(true)) => {
                     self.held_until = Some(started + self.config.duration);
-                    self.set_held(true);
+                    self.set_held(self.held_until);
                     started + self.config.renew_interval
                 }
                 Ok(Ok(false)) => {
                     self.held_until = None;
-                    self.set_held(false);
+                    self.set_held(None);
                     started + self.config.retry_interval
                 }
                 Ok(Err(error)) => {
@@ -173,7 +216,7 @@ impl Elector {
                 Some(until) if until <= Instant::now() => {
                     tracing::warn!(lease = %self.describe(), "not renewed within its duration: writes stop");
                     self.held_until = None;
-                    self.set_held(false);
+                    self.set_held(None);
                     next
                 }
                 Some(until) => next.min(until),
@@ -186,9 +229,9 @@ impl Elector {
     /// Stops holding (at once), then frees the Lease if it is still ours, so another replica
     /// need not wait for it to expire.
     pub async fn release(&mut self) {
-        let was_held = *self.held.borrow();
+        let was_held = *self.held.borrow() != Held::No;
         self.held_until = None;
-        self.set_held(false);
+        self.set_held(None);
         if !was_held {
             return;
         }
@@ -215,9 +258,14 @@ impl Elector {
         format!("{}/{}", self.config.namespace, self.config.name)
     }
 
-    fn set_held(&self, held: bool) {
-        if *self.held.borrow() != held {
-            self.held.send_replace(held);
+    /// Publishes the deadline of the holding (None: not held); logs and counts the changes
+    /// between held and not.
+    fn set_held(&self, until: Option<Instant>) {
+        // As published, not by the clock: a holding that lapsed unrenewed is still a change.
+        let was = *self.held.borrow() != Held::No;
+        self.held.send_replace(until.map_or(Held::No, Held::Until));
+        let held = until.is_some();
+        if was != held {
             self.metrics.lease_held(held);
             if held {
                 tracing::info!(lease = %self.describe(), identity = %self.config.identity, "holding the Lease: reconciling");
@@ -294,4 +342,35 @@ fn answer(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
 
 fn now() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §10.7: held ends at the last renew's deadline by the clock alone, with nothing sent
+    /// (the elector's task may not run while a long plan computes); a renew moves it on.
+    #[tokio::test]
+    async fn holding_ends_at_its_deadline_without_a_word_from_the_elector() {
+        let (sender, receiver) = watch::channel(Held::Until(Instant::now() + Duration::from_millis(1000)));
+        let leadership = Leadership(receiver);
+        assert!(leadership.is_held());
+        let lost = tokio::spawn({
+            let leadership = leadership.clone();
+            async move { leadership.lost().await }
+        });
+        // Renewed once: held on past the first deadline.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let renewed_until = Instant::now() + Duration::from_millis(2000);
+        sender.send_replace(Held::Until(renewed_until));
+        tokio::time::sleep_until(renewed_until - Duration::from_millis(600)).await;
+        assert!(leadership.is_held(), "renewed");
+        assert!(!lost.is_finished());
+        // No renew: gone at the deadline, though the channel still says Until.
+        tokio::time::sleep_until(renewed_until + Duration::from_millis(50)).await;
+        assert!(!leadership.is_held());
+        tokio::time::timeout(Duration::from_secs(5), lost).await.expect("lost() completes").unwrap();
+        assert!(Leadership::always().is_held());
+        drop(sender);
+    }
 }
