@@ -684,8 +684,13 @@ impl OwnedChange {
                 }
             }
             (OwnedChange::Delete(_), None) => Ok(None),
-            (OwnedChange::Delete(_), Some(fresh)) => {
-                Ok(is_reconciler_owned(fresh).then(|| OwnedChange::Delete(Identity::of(fresh))))
+            // The same object still there: delete it. Another one of that name (made again
+            // meanwhile, the uid precondition's conflict): not the one planned; the next plan,
+            // from a snapshot that holds it, decides about it.
+            (OwnedChange::Delete(planned), Some(fresh)) => {
+                let identity = Identity::of(fresh);
+                let same = identity.uid == planned.uid;
+                Ok((same && is_reconciler_owned(fresh)).then_some(OwnedChange::Delete(identity)))
             }
         }
     }
@@ -1036,8 +1041,8 @@ items:
     }
 
     /// After a conflict the object is read again: a missing one is made, someone else's left
-    /// alone, the webhook's updated only if it differs; a deletion goes on only for the
-    /// webhook's object, with the uid read.
+    /// alone, the webhook's updated only if it differs; a deletion goes on only for the object
+    /// planned (the same uid), still the webhook's.
     #[test]
     fn a_change_read_again_after_a_conflict() {
         let ours = |port: u16, uid: &str| {
@@ -1069,8 +1074,9 @@ items:
         let delete = OwnedChange::Delete(Identity::of(&ours(80, "u-1")));
         assert_eq!(delete.again(None), Ok(None));
         assert_eq!(delete.again(Some(&theirs)), Ok(None));
+        assert_eq!(delete.again(Some(&ours(81, "u-1"))), Ok(Some(delete.clone())), "the same object, changed");
         let remade = ours(80, "u-2");
-        assert_eq!(delete.again(Some(&remade)), Ok(Some(OwnedChange::Delete(Identity::of(&remade)))));
+        assert_eq!(delete.again(Some(&remade)), Ok(None), "another object of that name: the next plan decides");
         assert!(!delete.same_write(&OwnedChange::Delete(Identity::of(&remade))), "another object");
         assert!(!delete.same_write(&create));
     }
