@@ -728,3 +728,42 @@ async fn a_holder_that_finds_someone_else_holding_the_lease_stops_at_once() {
     assert_eq!(metrics.lease_transitions(), 2);
     reconciling.abort();
 }
+
+/// A stale entry's JSON patch refused with 422 while the object, read again, still asks for the
+/// very same patch: a refusal (an admission denial), not a `test` that failed because the entry
+/// changed. Given up at once and counted, not retried until the attempts run out.
+#[tokio::test]
+async fn a_refused_stale_patch_is_given_up_at_once() {
+    let bob = "divert.okteto.com/bob-shop";
+    let state = cluster(&["shop"], json!({bob: r#"{"namespace":"gone"}"#}));
+    let fake = fake_with(&state);
+    let changes = ObjectChanges {
+        kind: "VirtualService",
+        api_version: "networking.istio.io/v1".into(),
+        namespace: state.virtual_services[0]["metadata"]["namespace"].as_str().unwrap().into(),
+        name: "shop".into(),
+        changes: vec![reconcile::Change::RemoveStale {
+            annotation: bob.into(),
+            value: r#"{"namespace":"gone"}"#.into(),
+        }],
+        owned: BTreeMap::new(),
+    };
+    assert!(reconcile::apply_configuration(&changes).is_none(), "a JSON patch only");
+    for _ in 0..10 {
+        fake.inject("PATCH", "/shop", 422, "admission webhook \"validate.example.com\" denied the request");
+    }
+    let metrics = ReconcilerMetrics::default();
+    let writer = Writer::new(fake.client("a"), metrics.clone(), Leadership::always());
+
+    assert_eq!(writer.write(&changes, &|_: &Value| Some(changes.clone())).await, WriteOutcome::Failed);
+    let methods: Vec<String> = fake.requests().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, ["PATCH", "GET"], "one patch, one read, no second patch");
+    assert_eq!(metrics.errors(), 1);
+
+    // A 422 after which the object asks for something else (the entry changed) is retried.
+    let changed = ObjectChanges { changes: Vec::new(), ..changes.clone() };
+    let before = fake.requests().len();
+    let outcome = writer.write(&changes, &|_: &Value| Some(changed.clone())).await;
+    assert_eq!(outcome, WriteOutcome::Written, "the empty change is nothing to write");
+    assert_eq!(fake.requests()[before..].iter().filter(|r| r.method == "PATCH").count(), 1);
+}

@@ -292,10 +292,17 @@ impl Writer {
                         Ok(Some(fresh)) => {
                             let fresh = serde_json::to_value(&fresh).unwrap_or_default();
                             match replan(&fresh) {
-                                Some(next) => current = next,
+                                // A 422 (a JSON patch's `test` failed, or a denial) after which
+                                // the object, read again, asks for the very same writes: not a
+                                // race but a refusal, which the same writes would meet again.
+                                // (A 409 is retried as it is: conflicts can pass.)
+                                Some(next) if next == current && status_code(&error) == Some(422) => error,
+                                Some(next) => {
+                                    current = next;
+                                    continue;
+                                }
                                 None => return WriteOutcome::Unneeded,
                             }
-                            continue;
                         }
                         Err(error) => error,
                     }
