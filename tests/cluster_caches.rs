@@ -28,11 +28,7 @@ const VIRTUAL_SERVICE: (&str, &str, &str) = ("networking.istio.io", "v1", "Virtu
 
 /// Short timings, so that the tests wait little.
 fn fast() -> CacheOptions {
-    CacheOptions {
-        rebuild_delay: Duration::from_millis(20),
-        discovery_interval: Duration::from_millis(300),
-        ..CacheOptions::default()
-    }
+    CacheOptions { rebuild_delay: Duration::from_millis(20), discovery_interval: Duration::from_millis(300) }
 }
 
 fn namespace(name: &str, labels: Value) -> Value {
@@ -104,7 +100,7 @@ async fn snapshot_where(
 fn start_caches(api: &FakeApi) -> (Caches, prometheus_client::registry::Registry) {
     let mut registry = prometheus_client::registry::Registry::with_prefix("divert_webhook");
     let metrics = CacheMetrics::register(&mut registry);
-    (caches::start(api.client(), metrics, fast()), registry)
+    (caches::start(api.client(), metrics, fast(), true), registry)
 }
 
 fn encode(registry: &prometheus_client::registry::Registry) -> String {
@@ -617,7 +613,7 @@ async fn the_gateway_api_switch_decides_what_is_watched() {
     let start = |gateway_api: bool| {
         let mut registry = prometheus_client::registry::Registry::with_prefix("divert_webhook");
         let metrics = CacheMetrics::register(&mut registry);
-        (caches::start(api.client(), metrics, CacheOptions { gateway_api, ..fast() }), registry)
+        (caches::start(api.client(), metrics, fast(), gateway_api), registry)
     };
 
     let (off, registry) = start(false);

@@ -185,11 +185,8 @@ impl Cluster {
     /// `flags` (the reconciler's timings); admission of VirtualServices then goes to them; waits
     /// until each is ready (its caches listed).
     async fn start(&self, identities: &[&'static str], flags: &[&str]) -> Vec<Replica> {
-        let fast_caches = CacheOptions {
-            rebuild_delay: Duration::from_millis(20),
-            discovery_interval: Duration::from_secs(60),
-            ..CacheOptions::default()
-        };
+        let fast_caches =
+            CacheOptions { rebuild_delay: Duration::from_millis(20), discovery_interval: Duration::from_secs(60) };
         let mut bound = Vec::new();
         for identity in identities {
             let mut argv = vec!["--tls-cert", self.tls.0.to_str().unwrap(), "--tls-key", self.tls.1.to_str().unwrap()];

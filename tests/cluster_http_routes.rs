@@ -70,11 +70,7 @@ fn web_route() -> Value {
 
 /// Short timings, so that the tests wait little.
 fn fast() -> CacheOptions {
-    CacheOptions {
-        rebuild_delay: Duration::from_millis(20),
-        discovery_interval: Duration::from_millis(300),
-        ..CacheOptions::default()
-    }
+    CacheOptions { rebuild_delay: Duration::from_millis(20), discovery_interval: Duration::from_millis(300) }
 }
 
 /// The caches and the reconciler of one replica, on the fake API.
@@ -88,7 +84,7 @@ struct Replica {
 impl Replica {
     fn start(api: &FakeApi, settings: Settings, lease: Option<LeaseConfig>) -> Replica {
         let mut registry = Registry::with_prefix("divert_webhook");
-        let caches = caches::start(api.client(), CacheMetrics::register(&mut registry), fast());
+        let caches = caches::start(api.client(), CacheMetrics::register(&mut registry), fast(), true);
         let metrics = ReconcilerMetrics::register(&mut registry);
         let config =
             ReconcilerConfig { stale_grace: Duration::from_secs(60), resync_interval: Duration::from_secs(300), lease };

@@ -5,7 +5,7 @@
 //! - Namespaces: a metadata-only watch, stripped to what the view needs (names, labels and
 //!   `deletionTimestamp`): `Api<PartialObjectMeta<_>>` asks for metadata only.
 //! - Services: a metadata-only watch (SPEC §10.8), names only. With `--gateway-api`
-//!   ([`CacheOptions::gateway_api`]) a full watch instead, since §11.2 needs `spec.ports`, which
+//!   (`gateway_api` of [`start`]) a full watch instead, since §11.2 needs `spec.ports`, which
 //!   metadata does not carry: read into [`ServicePorts`], which takes the name, namespace and
 //!   port numbers and skips the rest while parsing; stored stripped to those.
 //! - VirtualServices, Ingresses and, with `--gateway-api`, HTTPRoutes (both API groups) and
@@ -296,17 +296,11 @@ pub struct CacheOptions {
     /// How often a kind the cluster does not serve is looked for again, and a served one
     /// checked for a changed version.
     pub discovery_interval: Duration,
-    /// `--gateway-api`: watch HTTPRoutes, ReferenceGrants and the Services' ports too.
-    pub gateway_api: bool,
 }
 
 impl Default for CacheOptions {
     fn default() -> Self {
-        CacheOptions {
-            rebuild_delay: Duration::from_millis(150),
-            discovery_interval: Duration::from_secs(60),
-            gateway_api: true,
-        }
+        CacheOptions { rebuild_delay: Duration::from_millis(150), discovery_interval: Duration::from_secs(60) }
     }
 }
 
@@ -400,8 +394,10 @@ impl Drop for Caches {
     }
 }
 
-/// Starts every cache and the snapshot builder on the current tokio runtime.
-pub fn start(client: kube::Client, metrics: Arc<CacheMetrics>, options: CacheOptions) -> Caches {
+/// Starts every cache and the snapshot builder on the current tokio runtime; `gateway_api`
+/// (`--gateway-api`, from the settings) adds the HTTPRoute and ReferenceGrant caches and the
+/// Services' ports.
+pub fn start(client: kube::Client, metrics: Arc<CacheMetrics>, options: CacheOptions, gateway_api: bool) -> Caches {
     let namespaces_writer = Writer::<PartialObjectMeta<Namespace>>::default();
     let services_writer = Writer::<ServicePorts>::default();
     let shared = Arc::new(Shared::new(namespaces_writer.as_reader(), services_writer.as_reader()));
@@ -422,7 +418,7 @@ pub fn start(client: kube::Client, metrics: Arc<CacheMetrics>, options: CacheOpt
         metrics.clone(),
         namespace_history(shared.clone()),
     )));
-    let services = if options.gateway_api {
+    let services = if gateway_api {
         watcher::watcher(Api::<ServicePorts>::all(client.clone()), watcher::Config::default()).boxed()
     } else {
         // Names only: the metadata of each Service, as a ServicePorts without ports.
@@ -440,7 +436,7 @@ pub fn start(client: kube::Client, metrics: Arc<CacheMetrics>, options: CacheOpt
         |_: &Event<_>, _: &Store<_>| {},
     )));
     for kind in DISCOVERED {
-        if !options.gateway_api && GATEWAY_API_CACHES.contains(&kind.cache) {
+        if !gateway_api && GATEWAY_API_CACHES.contains(&kind.cache) {
             // Not watched: empty, and listed from the start.
             metrics.set_synced(kind.cache, true);
             shared.mark_listed(kind.cache);

@@ -200,7 +200,7 @@ impl Server {
         // once per review without a lock. Empty (no cluster view) until then.
         let view = Arc::new(ArcSwapOption::<ClusterSnapshot>::empty());
         let cluster_client = cluster.clone();
-        let caches = cluster.map(|client| caches::start(client, metrics.caches(), cache_options));
+        let caches = cluster.map(|client| caches::start(client, metrics.caches(), cache_options, settings.gateway_api));
         // The reconciler gets each snapshot only once the reviews read it: its writes come back
         // through admission, which must not answer them from an older view than the one they were
         // planned from (a header annotation released with the label would leave the header in
@@ -337,7 +337,7 @@ pub async fn serve(args: ServeArgs, settings: Settings) -> Result<(), Error> {
     let access = access::connect(args.no_cluster).await?;
     let reconciler = args.reconciler.clone();
     let settings_namespace = settings.own_namespace.clone();
-    let cache_options = CacheOptions { gateway_api: settings.gateway_api, ..CacheOptions::default() };
+    let gateway_api = settings.gateway_api;
     let server = Server::bind(args, settings).await?;
     let server = match access {
         Access::Cluster { client, source, api } => {
@@ -345,15 +345,15 @@ pub async fn serve(args: ServeArgs, settings: Settings) -> Result<(), Error> {
                 mode = "cluster",
                 %source,
                 %api,
-                gateway_api = cache_options.gateway_api,
+                gateway_api,
                 "cluster mode: watching the cluster (SPEC §10{})",
-                if cache_options.gateway_api { ", and HTTPRoutes: §11" } else { "" }
+                if gateway_api { ", and HTTPRoutes: §11" } else { "" }
             );
             match reconciler.config(settings_namespace.as_deref())? {
-                Some(config) => server.with_cluster(client, cache_options).with_reconciler(config),
+                Some(config) => server.with_cluster(client, CacheOptions::default()).with_reconciler(config),
                 None => {
                     tracing::info!("--no-reconcile: admission reads the cluster, nothing is written to it");
-                    server.with_cluster(client, cache_options)
+                    server.with_cluster(client, CacheOptions::default())
                 }
             }
         }
