@@ -328,13 +328,10 @@ fn developers_of(state: &ClusterState, settings: &Settings, route: &Value) -> BT
     out
 }
 
-/// SPEC §11.1 and §11.3: the developer routes and ReferenceGrants the cluster should hold
-/// (none with `--gateway-api` off).
+/// SPEC §11.1 and §11.3: the developer routes and ReferenceGrants the cluster should hold with
+/// `--gateway-api` ([`plan`] asks only then).
 pub fn desired(state: &ClusterState, settings: &Settings) -> Desired {
     let mut desired = Desired::default();
-    if !settings.gateway_api {
-        return desired;
-    }
     // developer namespace → (route group, shared namespace) pairs its grant lets in
     let mut grants: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
     let mut names = BTreeSet::new();
@@ -917,7 +914,7 @@ items:
         assert!(made.problems[0].starts_with("Service staging/web:"));
         assert!(made.objects[..3].iter().all(|o| o["apiVersion"] == GATEWAY_HTTP_ROUTE_API_VERSION));
         assert_eq!(made.objects[3]["apiVersion"], GATEWAY_REFERENCE_GRANT_API_VERSION);
-        assert!(desired(&state, &Settings::default()).objects.is_empty(), "istio: off by default");
+        assert!(plan(&state, &Settings::default()).changes.is_empty(), "istio: off by default");
         assert_eq!(desired(&state, &gateway_api()).objects, made.objects, "istio with --gateway-api");
 
         // At the versions the cluster serves: Linkerd's HTTPRoute only, ReferenceGrant v1.
