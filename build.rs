@@ -41,6 +41,10 @@ fn main() {
     // RE2 and the shim are C++: libstdc++ goes in statically too. Not bundled into the rlib,
     // so it comes after RE2 on the final link line; the compiler driver finds it.
     println!("cargo::rustc-link-lib=static:-bundle=stdc++");
+    // Relative relocations packed (DT_RELR, glibc 2.36+, as in Debian 12 and the image): the
+    // loader reads 10 KiB of them at start instead of 770 KiB, which stayed resident
+    // (BENCHMARKS.md, "Memory of the binary").
+    println!("cargo::rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
 }
 
 /// Stops the build with one line: cargo prints it as `error: ...` and fails the build. The

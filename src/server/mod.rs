@@ -8,6 +8,7 @@
 mod connection;
 mod duration;
 mod http;
+pub mod log_writer;
 mod metrics;
 mod process;
 mod tls;
@@ -299,41 +300,30 @@ impl Server {
     }
 }
 
-/// Lines the log queue holds before a review waits for the writer thread.
-const LOG_QUEUE_LINES: usize = 8 * 1024;
-
 /// Logs to stderr in the chosen format; `RUST_LOG` refines the level (default `info`).
 /// Keeps an already installed subscriber (tests install none or their own).
 ///
-/// Lines are handed to a writer thread through a queue and written to stderr in batches, so a
-/// review pays for formatting its line, not for a write system call; under load many lines go
-/// out in one write. Nothing is dropped: when the queue is full, the caller waits. The returned
-/// guard writes out what is queued when it is dropped (at exit).
-pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Lines are written to stderr in batches by a thread of their own ([`log_writer`]), so a review
+/// pays for formatting its line, not for a write system call or a wake-up. Nothing is dropped.
+/// The returned guard writes out what is waiting when it is dropped (at exit).
+pub fn init_logging(format: LogFormat) -> Result<log_writer::FlushGuard, Error> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        // The queue is allocated and touched whole at start (32 bytes a line): the default
-        // 128,000 lines were 4 MiB of RSS, a third of the idle process. 8,192 lines are about
-        // half a second of reviews at the highest rate measured, and the writer empties the
-        // queue in batches.
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("divert-webhook-log")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let (writer, guard) = log_writer::batched(std::io::stderr())
+        .map_err(|error| format!("starting the log's writer thread failed: {error}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    guard
+    Ok(guard)
 }
 
 /// `divert-webhook serve`: decide the mode (cluster or not, logged with why), bind, then run
 /// until SIGTERM or SIGINT; a second one cuts the shutdown delay short.
 pub async fn serve(args: ServeArgs, settings: Settings) -> Result<(), Error> {
-    let _log_writer = init_logging(args.log_format);
+    let _log_writer = init_logging(args.log_format)?;
     let access = access::connect(args.no_cluster).await?;
     let reconciler = args.reconciler.clone();
     let settings_namespace = settings.own_namespace.clone();
