@@ -401,6 +401,8 @@ async fn the_binary_says_which_mode_it_is_in_and_why() {
     ] {
         let (mut child, metrics, log) = run(&env, &flags);
         eventually("ready", || ready(metrics)).await;
+        // The log is written in batches, up to 50 ms after the line.
+        eventually("the mode is logged", || std::future::ready(mode_line(&log).is_some())).await;
         let line = mode_line(&log).expect("the mode is logged");
         let parsed: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["fields"]["mode"], mode, "{line}");
