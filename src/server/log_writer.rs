@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 /// How long a line may wait in memory before it is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-/// Lines waiting that make the writer write at once, without waiting out the interval.
-pub const FLUSH_BYTES: usize = 32 * 1024;
+/// Lines waiting that make the writer write at once, without waiting out the interval (about
+/// 16 review lines). With 32 KiB, the server and its client used 10% more CPU per review on
+/// the largest answers when they shared the CPUs (BENCHMARKS.md, "The log writer").
+pub const FLUSH_BYTES: usize = 4 * 1024;
 /// Lines waiting beyond which a caller waits for the writer (about 2,500 review lines).
 pub const MAX_BUFFERED_BYTES: usize = 512 * 1024;
 
