@@ -9,7 +9,7 @@
 //! "The log writer").
 //!
 //! Nothing is dropped: when [`MAX_BUFFERED_BYTES`] are waiting (stderr blocked), a caller waits
-//! for the writer. Lines logged after the [`FlushGuard`] is dropped go straight to stderr.
+//! for the writer. Lines logged after the [`FlushGuard`] is dropped are written at once.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -32,6 +32,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Where the lines go: the writer thread's, and the callers' once it has stopped.
+    out: Mutex<Box<dyn Write + Send>>,
     /// Signalled when the first line comes into an empty buffer, when [`FLUSH_BYTES`] are
     /// reached, and on close.
     lines_waiting: Condvar,
@@ -58,20 +60,21 @@ pub struct FlushGuard {
 }
 
 /// A writer batching into `out` from a thread of its own.
-pub fn batched<W: Write + Send + 'static>(mut out: W) -> std::io::Result<(BatchedWriter, FlushGuard)> {
+pub fn batched(out: impl Write + Send + 'static) -> std::io::Result<(BatchedWriter, FlushGuard)> {
     let shared = Arc::new(Shared {
         state: Mutex::new(State { lines: Vec::new(), closed: false }),
+        out: Mutex::new(Box::new(out)),
         lines_waiting: Condvar::new(),
         room: Condvar::new(),
     });
     let thread = {
         let shared = shared.clone();
-        std::thread::Builder::new().name("divert-webhook-log".into()).spawn(move || write_batches(&shared, &mut out))?
+        std::thread::Builder::new().name("divert-webhook-log".into()).spawn(move || write_batches(&shared))?
     };
     Ok((BatchedWriter { shared: shared.clone() }, FlushGuard { shared, thread: Some(thread) }))
 }
 
-fn write_batches(shared: &Shared, out: &mut impl Write) {
+fn write_batches(shared: &Shared) {
     let mut batch = Vec::new();
     loop {
         let closed = {
@@ -89,7 +92,9 @@ fn write_batches(shared: &Shared, out: &mut impl Write) {
         };
         shared.room.notify_all();
         // A failed write (stderr closed) has nowhere to be reported; the lines are gone either way.
+        let mut out = shared.out.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = out.write_all(&batch).and_then(|()| out.flush());
+        drop(out);
         batch.clear();
         if closed {
             return;
@@ -121,7 +126,7 @@ impl Write for LineWriter<'_> {
         }
         if state.closed {
             drop(state);
-            return std::io::stderr().write(bytes);
+            return self.shared.out.lock().unwrap_or_else(PoisonError::into_inner).write(bytes);
         }
         let before = state.lines.len();
         state.lines.extend_from_slice(bytes);
@@ -191,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn a_line_is_written_within_the_interval_without_more_lines_or_a_close() {
+    fn a_lone_line_is_written_without_more_lines_or_a_close() {
         let sink = Sink::default();
         let (writer, _guard) = batched(sink.clone()).unwrap();
         writer.make_writer().write_all(b"alone\n").unwrap();
@@ -201,6 +206,16 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(sink.text(), "alone\n");
+    }
+
+    #[test]
+    fn a_line_after_the_guard_is_dropped_still_reaches_the_output() {
+        let sink = Sink::default();
+        let (writer, guard) = batched(sink.clone()).unwrap();
+        writer.make_writer().write_all(b"before\n").unwrap();
+        drop(guard);
+        writer.make_writer().write_all(b"after\n").unwrap();
+        assert_eq!(sink.text(), "before\nafter\n");
     }
 
     #[test]
