@@ -5,7 +5,7 @@
 //! another thread. The writer thread sleeps until a line comes, then gathers lines for up to
 //! [`FLUSH_INTERVAL`] (or until [`FLUSH_BYTES`] are waiting) and writes them out at once. It
 //! replaced tracing-appender's queue, which woke its thread for every line: at 2,000 reviews a
-//! second that was 2,000 wake-ups and writes, about a tenth of the server's CPU (BENCHMARKS.md,
+//! second that was 2,000 wake-ups and writes, a fifth of the server's CPU per review (BENCHMARKS.md,
 //! "The log writer").
 //!
 //! Nothing is dropped: when [`MAX_BUFFERED_BYTES`] are waiting (stderr blocked), a caller waits
