@@ -45,6 +45,10 @@ fn main() {
     // loader reads 10 KiB of them at start instead of 770 KiB, which stayed resident
     // (BENCHMARKS.md, "Memory of the binary").
     println!("cargo::rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
+    println!("cargo::rerun-if-changed={}", order.display());
+    println!("cargo::rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", order.display());
+    println!("cargo::rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
 }
 
 /// Stops the build with one line: cargo prints it as `error: ...` and fails the build. The

@@ -4,6 +4,7 @@
 //! Layout: [`rules`] (pure, one module per kind) ← [`review`] (AdmissionReview in/out) ←
 //! edges: [`server`] (HTTPS + metrics), [`manifests`] (offline `mutate`/`check`).
 
+pub mod allocator;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
@@ -16,3 +17,8 @@ pub mod rules;
 pub mod selector;
 pub mod server;
 pub mod settings;
+
+// The unit tests run on the binary's allocator too.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: allocator::SplitAllocator = allocator::SplitAllocator;

@@ -1,9 +1,9 @@
 use std::process::ExitCode;
 
-// Every review builds and drops a tree of small allocations (one per JSON value and key):
-// mimalloc serves them at a fraction of glibc malloc's cost (BENCHMARKS.md, "Allocation").
+// mimalloc for the small blocks a review's tree is made of, glibc for the large buffers
+// (src/allocator.rs says why).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: divert_webhook::allocator::SplitAllocator = divert_webhook::allocator::SplitAllocator;
 
 fn main() -> ExitCode {
     divert_webhook::cli::run(divert_webhook::cli::parse())
