@@ -6,7 +6,7 @@
 //! install (`bash scripts/install-build-deps.sh` installs it).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const INSTALL: &str = "install Debian's libre2-dev (bash scripts/install-build-deps.sh, or apt-get install libre2-dev)";
@@ -45,10 +45,46 @@ fn main() {
     // loader reads 10 KiB of them at start instead of 770 KiB, which stayed resident
     // (BENCHMARKS.md, "Memory of the binary").
     println!("cargo::rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
-    let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
+    // The functions the server runs first in the code, together, so that the pages mapped
+    // around each page fault (64 KiB) hold code that runs: 4 MiB less of the binary resident
+    // (scripts/symbol-order.sh; BENCHMARKS.md, "Memory: the allocator and the order of the
+    // code"). lld's option (the linker of Rust on x86_64 Linux since 1.90); names the file has
+    // and the binary has not are skipped without a word.
+    let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
     println!("cargo::rerun-if-changed={}", order.display());
-    println!("cargo::rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", order.display());
-    println!("cargo::rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    println!("cargo::rerun-if-changed=Cargo.lock");
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64")
+        && std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
+    {
+        println!("cargo::rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", order.display());
+        println!("cargo::rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+        if std::env::var("PROFILE").as_deref() == Ok("release") {
+            warn_if_stale(&order);
+        }
+    }
+}
+
+/// The names in the ordering file carry hashes of the compiler and of each crate's version:
+/// made with another compiler or Cargo.lock, most of them no longer match and the binary is
+/// back to its larger resident size. Said on release builds, not an error (nothing breaks).
+fn warn_if_stale(order: &Path) {
+    let stamp =
+        |line: &str| std::fs::read_to_string(order).ok()?.lines().find_map(|l| l.strip_prefix(line).map(str::to_owned));
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version =
+        Command::new(rustc).arg("-V").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let lock = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).ok().map(|bytes| {
+        // FNV-1a, as scripts/symbol-order.sh writes it.
+        let hash =
+            bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+        format!("{hash:016x}")
+    });
+    if stamp("# rustc: ") != version || stamp("# Cargo.lock: ") != lock {
+        println!(
+            "cargo::warning=link/symbol-order.txt was made with another compiler or Cargo.lock: the binary \
+             works but keeps more of itself resident; regenerate it with bash scripts/symbol-order.sh"
+        );
+    }
 }
 
 /// Stops the build with one line: cargo prints it as `error: ...` and fails the build. The

@@ -14,7 +14,7 @@
 # When: symbol names carry hashes of the compiler version and of each crate's version, so the
 # file goes stale when Cargo.lock or the toolchain changes (build.rs then warns on release
 # builds) and new functions are missing from it. Nothing breaks when it is stale: the binary
-# is only larger in memory. Needs valgrind and oha.
+# is only larger in memory. Needs valgrind, oha and curl.
 #
 #   bash scripts/symbol-order.sh            # regenerate
 #   bash scripts/symbol-order.sh --check    # how much of the file the release binary has
@@ -48,7 +48,7 @@ if [ "${1:-}" = --check ]; then
   exit 0
 fi
 
-for tool in valgrind oha nm; do
+for tool in valgrind oha nm curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
 [ -d "$bodies" ] || { echo "no bodies at $bodies (set BODIES=)" >&2; exit 1; }
@@ -68,6 +68,9 @@ for body in "$bodies"/*.json; do
       -c 4 -n 20 "https://127.0.0.1:18643/$endpoint?timeout=10s" >/dev/null
   done
 done
+# HTTP/2 too (ALPN h2), as some clients speak it.
+curl -sfk --http2 -H 'Content-Type: application/json' --data-binary "@$(ls "$bodies"/*.json | head -1)" \
+  https://127.0.0.1:18643/mutate >/dev/null
 curl -sf http://127.0.0.1:18645/metrics >/dev/null
 curl -sf -H 'Accept: application/openmetrics-text' http://127.0.0.1:18645/metrics >/dev/null
 kill -TERM "$server"; sleep 1; kill -TERM "$server"
