@@ -55,6 +55,7 @@ fn main() {
     println!("cargo::rerun-if-changed=Cargo.lock");
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64")
         && std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
+        && order.is_file()
     {
         println!("cargo::rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", order.display());
         println!("cargo::rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
