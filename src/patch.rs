@@ -61,6 +61,20 @@ pub fn diff_until(old: &Value, new: &Value, deadline: Deadline) -> Result<JsonPa
     Ok(JsonPatch { json, operations: differ.ops.len() })
 }
 
+/// A patch of one `add` of `value` at `path` (for rules that know their one change).
+pub fn add(path: PointerBuf, value: &Value) -> JsonPatch {
+    one(Op::Add(path, value))
+}
+
+/// A patch of one `replace` of what is at `path` with `value`.
+pub fn replace(path: PointerBuf, value: &Value) -> JsonPatch {
+    one(Op::Replace(path, value))
+}
+
+fn one(op: Op<'_>) -> JsonPatch {
+    JsonPatch { json: serde_json::to_vec(&[op]).expect("patch operations serialise"), operations: 1 }
+}
+
 /// One operation; values are borrowed from the new object.
 enum Op<'a> {
     Add(PointerBuf, &'a Value),

@@ -57,16 +57,9 @@ fn every_copied_file_exists_in_the_build_context() {
             copied.push(source.to_string());
         }
     }
-    for needed in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "build.rs",
-        "csrc",
-        "link",
-        "src",
-        "benches",
-        "scripts/install-build-deps.sh",
-    ] {
+    for needed in
+        ["Cargo.toml", "Cargo.lock", "build.rs", "csrc", "link", "src", "benches", "scripts/install-build-deps.sh"]
+    {
         assert!(copied.iter().any(|c| c == needed), "{needed} is not copied");
     }
 }

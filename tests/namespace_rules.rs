@@ -355,3 +355,88 @@ fn the_divert_from_label_must_name_another_unprotected_namespace() {
         assert!(denied(&ns, &extended).contains("is a protected namespace"), "{protected}");
     }
 }
+
+/// The server writes a Namespace's patch directly (no copy of the object, no diff): for every
+/// shape of metadata it gives exactly the patch and warnings of mutating a copy and diffing it.
+mod direct_patch {
+    use divert_webhook::cluster::ClusterView;
+    use divert_webhook::rules::{self, Findings, Kind, Subject};
+    use divert_webhook::selector::Selector;
+    use divert_webhook::settings::{Driver, Settings};
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    /// A label or annotation map: absent, not a map, or a map of marker keys and others.
+    fn entries() -> impl Strategy<Value = Option<Value>> {
+        let key = prop::sample::select(vec![
+            "istio-injection",
+            "istio.io/rev",
+            "linkerd.io/inject",
+            "dev.okteto.com/okteto-managed",
+            "team",
+        ]);
+        let value = prop_oneof![
+            prop::sample::select(vec!["enabled", "disabled", "ingress", "true", "canary", ""]).prop_map(Value::from),
+            Just(json!(5)),
+            Just(Value::Null),
+        ];
+        prop_oneof![
+            1 => Just(None),
+            1 => prop_oneof![Just(Value::Null), Just(json!("x")), Just(json!([]))].prop_map(Some),
+            4 => prop::collection::vec((key, value), 0..4)
+                .prop_map(|pairs| Some(Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))),
+        ]
+    }
+
+    fn namespace() -> impl Strategy<Value = Value> {
+        let name = prop::sample::select(vec!["cindy", "kube-system", ""]);
+        (0..4u8, name, entries(), entries()).prop_map(|(shape, name, labels, annotations)| {
+            let mut metadata = Map::new();
+            if !name.is_empty() {
+                metadata.insert("name".into(), name.into());
+            }
+            if let Some(labels) = labels {
+                metadata.insert("labels".into(), labels);
+            }
+            if let Some(annotations) = annotations {
+                metadata.insert("annotations".into(), annotations);
+            }
+            let mut object = json!({"apiVersion": "v1", "kind": "Namespace"});
+            match shape {
+                0 => {}
+                1 => object["metadata"] = json!("not a map"),
+                _ => object["metadata"] = Value::Object(metadata),
+            }
+            object
+        })
+    }
+
+    fn settings() -> impl Strategy<Value = Settings> {
+        (any::<bool>(), prop::sample::select(vec!["", "dev.okteto.com/okteto-managed=true", "team"])).prop_map(
+            |(nginx, selector)| {
+                let driver = if nginx { Driver::Nginx } else { Driver::Istio };
+                Settings::new(driver, Selector::parse(selector).unwrap(), None, &[])
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn the_direct_patch_is_the_diff_of_the_mutation(object in namespace(), settings in settings()) {
+            let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+            let subject =
+                Subject { kind: Kind::Namespace, namespace: name, name, object: &object, cluster: ClusterView::none() };
+            let mut direct_findings = Findings::default();
+            let direct = rules::patch_directly(&subject, &settings, &mut direct_findings).expect("Namespaces are patched directly");
+            let mut mutated = object.clone();
+            let warnings = rules::mutate(&subject, &mut mutated, &settings);
+            let diffed = divert_webhook::patch::diff(&object, &mutated);
+            prop_assert_eq!(direct.decode(), diffed);
+            prop_assert_eq!(direct_findings.warnings, warnings);
+            let mut applied = object.clone();
+            json_patch::patch(&mut applied, &direct.decode()).unwrap();
+            prop_assert_eq!(applied, mutated);
+        }
+    }
+}

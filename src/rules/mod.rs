@@ -192,7 +192,8 @@ pub fn patch_directly(
 ) -> Option<crate::patch::JsonPatch> {
     match subject.kind {
         Kind::VirtualService => virtual_service::patch_directly(subject, settings, findings),
-        Kind::Namespace | Kind::Ingress | Kind::HttpRoute => None,
+        Kind::Namespace => Some(namespace::patch(subject, settings, findings)),
+        Kind::Ingress | Kind::HttpRoute => None,
     }
 }
 

@@ -8,10 +8,12 @@
 //! a managed namespace, no unknown injection values, and a `divert.okteto.com/from` label that
 //! names another, unprotected namespace (SPEC §10.1).
 
+use jsonptr::PointerBuf;
 use serde_json::Value;
 
 use super::{Findings, Subject, metadata_map_mut, metadata_str, shorten};
 use crate::cluster::view::{FROM_LABEL, check_from_label};
+use crate::patch::{self, JsonPatch};
 use crate::settings::{Driver, Settings};
 
 pub const ISTIO_INJECTION: &str = "istio-injection";
@@ -60,10 +62,16 @@ fn is_managed(name: &str, object: &Value, settings: &Settings) -> bool {
     !settings.is_protected(name) && settings.managed_selector.matches(labels)
 }
 
-pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
+/// The injection marker a managed namespace gets, if any: (`labels` or `annotations`, key),
+/// its value being `enabled`. Warnings go to `findings`.
+fn marker_to_add(
+    subject: &Subject<'_>,
+    settings: &Settings,
+    findings: &mut Findings,
+) -> Option<(&'static str, &'static str)> {
     let name = subject.name;
     if !is_managed(name, subject.object, settings) {
-        return;
+        return None;
     }
     let markers = Markers::of(subject.object);
     match settings.driver {
@@ -77,11 +85,9 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
             // Already decided by its owner, or wired to the other mesh (validation denies that
             // with a clearer message than a second marker would give).
             if markers.istio_injection.is_some() || markers.istio_rev.is_some() || markers.linkerd_enabled().is_some() {
-                return;
+                return None;
             }
-            if let Some(labels) = metadata_map_mut(object, "labels") {
-                labels.insert(ISTIO_INJECTION.into(), "enabled".into());
-            }
+            Some(("labels", ISTIO_INJECTION))
         }
         Driver::Nginx => {
             if markers.linkerd_inject == Some("disabled") {
@@ -91,12 +97,40 @@ pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, fi
                 ));
             }
             if markers.linkerd_inject.is_some() || markers.istio_enabled().is_some() {
-                return;
+                return None;
             }
-            if let Some(annotations) = metadata_map_mut(object, "annotations") {
-                annotations.insert(LINKERD_INJECT.into(), "enabled".into());
-            }
+            Some(("annotations", LINKERD_INJECT))
         }
+    }
+}
+
+pub fn mutate(subject: &Subject<'_>, object: &mut Value, settings: &Settings, findings: &mut Findings) {
+    if let Some((map, key)) = marker_to_add(subject, settings, findings)
+        && let Some(map) = metadata_map_mut(object, map)
+    {
+        map.insert(key.into(), "enabled".into());
+    }
+}
+
+/// [`mutate`] as JSONPatch operations, without a copy of the object (the server's path): the
+/// same single operation a diff of [`mutate`]'s result gives.
+pub fn patch(subject: &Subject<'_>, settings: &Settings, findings: &mut Findings) -> JsonPatch {
+    let Some((map, key)) = marker_to_add(subject, settings, findings) else { return JsonPatch::default() };
+    let Some(root) = subject.object.as_object() else { return JsonPatch::default() };
+    let enabled = Value::from("enabled");
+    let one = |key: &str, value: Value| Value::Object(serde_json::Map::from_iter([(key.to_owned(), value)]));
+    match root.get("metadata") {
+        None => patch::add(PointerBuf::from_tokens(["metadata"]), &one(map, one(key, enabled))),
+        Some(Value::Object(metadata)) => match metadata.get(map) {
+            None => patch::add(PointerBuf::from_tokens(["metadata", map]), &one(key, enabled)),
+            Some(Value::Object(entries)) => {
+                let path = PointerBuf::from_tokens(["metadata", map, key]);
+                // Not a string there (else it would have counted as a marker): replaced.
+                if entries.contains_key(key) { patch::replace(path, &enabled) } else { patch::add(path, &enabled) }
+            }
+            Some(_) => JsonPatch::default(),
+        },
+        Some(_) => JsonPatch::default(),
     }
 }
 
