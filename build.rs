@@ -69,8 +69,8 @@ fn main() {
 /// made with another compiler or Cargo.lock, most of them no longer match and the binary is
 /// back to its larger resident size. Said on release builds, not an error (nothing breaks).
 fn warn_if_stale(order: &Path) {
-    let stamp =
-        |line: &str| std::fs::read_to_string(order).ok()?.lines().find_map(|l| l.strip_prefix(line).map(str::to_owned));
+    let text = std::fs::read_to_string(order).unwrap_or_default();
+    let stamp = |line: &str| text.lines().find_map(|l| l.strip_prefix(line).map(str::to_owned));
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version =
         Command::new(rustc).arg("-V").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());

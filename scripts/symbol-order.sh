@@ -105,9 +105,12 @@ for line in open(callgrind, errors="replace"):
         if len(fields) >= 2:
             cost[current] = cost.get(current, 0) + int(fields[1])
 ours = set(open(symbols).read().split())
-ran = sorted((name for ident, name in names.items() if name in ours and cost.get(ident)),
-             key=lambda name: -max(cost[i] for i, n in names.items() if n == name))
-print("\n".join(dict.fromkeys(ran)))
+# A name can have more than one id (one per object it was seen in): its largest cost counts.
+best = {}
+for ident, name in names.items():
+    if name in ours and cost.get(ident):
+        best[name] = max(best.get(name, 0), cost[ident])
+print("\n".join(sorted(best, key=lambda name: -best[name])))
 PY
 } > "$order"
 echo "$(grep -vc '^#' "$order") functions written to $order"

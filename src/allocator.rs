@@ -118,30 +118,26 @@ mod tests {
     const SIZES: [usize; 7] = [1, 24, 4096, LARGE_BLOCK_BYTES - 1, LARGE_BLOCK_BYTES, 46_776, 3 << 20];
     const ALIGNS: [usize; 4] = [1, 16, 64, 4096];
 
+    /// Each layout is allocated plain, filled and freed, then zeroed: the zeroed block (often
+    /// the one just freed) must not show the bytes written before.
     #[test]
-    fn blocks_of_every_size_and_alignment_hold_their_bytes() {
+    fn blocks_of_every_size_and_alignment_hold_their_bytes_and_zeroed_ones_start_zero() {
         for size in SIZES {
             for align in ALIGNS {
                 let layout = layout(size, align);
-                let block = unsafe { SplitAllocator.alloc(layout) };
-                assert!(!block.is_null(), "{size} bytes aligned {align}");
-                assert!((block as usize).is_multiple_of(align), "{size} bytes aligned {align}");
-                fill(block, size, 7);
-                assert!(holds(block, size, 7));
-                unsafe { SplitAllocator.dealloc(block, layout) };
-            }
-        }
-    }
-
-    #[test]
-    fn zeroed_blocks_are_zero() {
-        for size in SIZES {
-            for align in ALIGNS {
-                let layout = layout(size, align);
-                let block = unsafe { SplitAllocator.alloc_zeroed(layout) };
-                assert!(!block.is_null() && (block as usize).is_multiple_of(align));
-                assert!((0..size).all(|i| unsafe { *block.add(i) } == 0), "{size} bytes aligned {align}");
-                unsafe { SplitAllocator.dealloc(block, layout) };
+                for zeroed in [false, true] {
+                    let block = unsafe {
+                        if zeroed { SplitAllocator.alloc_zeroed(layout) } else { SplitAllocator.alloc(layout) }
+                    };
+                    let what = format!("{size} bytes aligned {align}, zeroed: {zeroed}");
+                    assert!(!block.is_null() && (block as usize).is_multiple_of(align), "{what}");
+                    if zeroed {
+                        assert!((0..size).all(|i| unsafe { *block.add(i) } == 0), "{what}");
+                    }
+                    fill(block, size, 7);
+                    assert!(holds(block, size, 7), "{what}");
+                    unsafe { SplitAllocator.dealloc(block, layout) };
+                }
             }
         }
     }
